@@ -1,0 +1,267 @@
+"""Settings, resolved as: command-line flag > ESTORE_* environment variable > estore-ops.toml > default.
+
+Every value remembers where it came from, so `estore-ops config` can show it. Secrets are kept in
+`Secret` wrappers whose repr and str are masked.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from estore_ops.errors import ConfigError
+
+CONFIG_FILE_NAME = "estore-ops.toml"
+ENV_PREFIX = "ESTORE_"
+
+
+class Secret:
+    """A string that never shows itself in repr, str, logs or JSON."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('****')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    default: Any
+    kind: type  # str, int, float, bool or Secret
+    help: str
+    path_like: bool = False  # relative values in a config file are relative to that file
+    url: bool = False  # validated as a location URL
+    extra_env: tuple[str, ...] = ()  # conventional variable names also accepted (lower precedence)
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("landing", "./data/landing", str, "Landing area: a folder, file:///path or gs://bucket/prefix.", path_like=True, url=True),
+    Field("warehouse", "duckdb:///./data/warehouse.duckdb", str, "Warehouse: duckdb:///path.duckdb or bigquery://project/dataset?location=US.", path_like=True, url=True),
+    Field("state", "./data/state", str, "State location (cursor, lock, runs): a folder or gs://bucket/prefix.", path_like=True, url=True),
+    Field("work_dir", "./data/work", str, "Local scratch folder (dbt target, downloads).", path_like=True),
+    Field("dbt_project_dir", "", str, "The dbt project folder (empty: the one shipped with estore-ops).", path_like=True),
+    Field("max_attempts", 3, int, "Failed loads of one file version before it is quarantined."),
+    Field("lock_lease_seconds", 600, int, "Run lock lease; the holder renews it, others may take it over once expired."),
+    Field("runs_keep", 200, int, "How many recent runs the run history keeps."),
+    Field("dbt_artifacts_keep", 5, int, "How many dbt runs' artifacts are kept under the state location."),
+    Field("slack_webhook_url", Secret(""), Secret, "Slack incoming-webhook URL (secret).", extra_env=("SLACK_WEBHOOK_URL",)),
+    Field("slack_bot_token", Secret(""), Secret, "Slack bot token (secret); or a systemd credential named slack_token.", extra_env=("SLACK_BOT_TOKEN",)),
+    Field("slack_channel", "", str, "Slack channel for the bot token, e.g. #data-alerts."),
+    Field("slack_api_url", "", str, "Slack Web API base URL override (tests)."),
+    Field("alert_dedup_minutes", 60, int, "Identical failures are not re-sent within this window."),
+    Field("health_ingest_max_age", 900, int, "Seconds after which the ingest heartbeat is stale."),
+    Field("health_transform_max_age", 93600, int, "Seconds after which the transform heartbeat is stale."),
+    Field("health_snapshot_max_age", 691200, int, "Seconds after which the snapshot heartbeat is stale."),
+    Field("log_format", "auto", str, "auto (text on a terminal, JSON lines otherwise), text or json."),
+)
+FIELDS_BY_NAME = {f.name: f for f in FIELDS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    values: dict[str, Any]
+    sources: dict[str, str]
+    config_file: Path | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def describe(self) -> list[dict[str, str]]:
+        """Each value with its origin, secrets masked: for `estore-ops config`."""
+        out = []
+        for f in FIELDS:
+            value = self.values[f.name]
+            if isinstance(value, Secret):
+                shown = "****" if value else ""
+            else:
+                shown = value
+            out.append({"key": f.name, "value": shown, "source": self.sources[f.name], "help": f.help})
+        return out
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        values = {**self.values, **overrides}
+        sources = {**self.sources, **{k: "override" for k in overrides}}
+        return Settings(values, sources, self.config_file)
+
+
+def _coerce(f: Field, raw: Any, origin: str) -> Any:
+    try:
+        if f.kind is Secret:
+            if not isinstance(raw, str):
+                raise TypeError
+            return Secret(raw)
+        if f.kind is int:
+            if isinstance(raw, bool):
+                raise TypeError
+            value = int(raw)
+            if value < 0:
+                raise ValueError
+            return value
+        if f.kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+        if not isinstance(raw, str):
+            raise TypeError
+        return raw
+    except (TypeError, ValueError):
+        kind = "a non-negative whole number" if f.kind is int else "a string"
+        raise ConfigError(f"{f.name} from {origin} must be {kind}, got {raw!r}.") from None
+
+
+def _anchor(value: str, base: Path) -> str:
+    """Make a relative path (or the path inside duckdb:///relative) absolute against `base`."""
+    if value.startswith("duckdb:///") and not value.startswith("duckdb:////"):
+        rel = value[len("duckdb:///"):]
+        rel_path, _, query = rel.partition("?")
+        if rel_path and not Path(rel_path).is_absolute():
+            return "duckdb:///" + str((base / rel_path).resolve()) + (f"?{query}" if query else "")
+        return value
+    if "://" in value or not value:
+        return value
+    return str((base / value).resolve()) if not Path(value).is_absolute() else value
+
+
+def validate_location(key: str, value: str, origin: str) -> None:
+    """Raise ConfigError for a location that no backend would accept."""
+    where = f"{key} = {value!r} (from {origin})"
+    if not value:
+        raise ConfigError(f"{where} is empty: give a folder path or a URL.")
+    parsed = urlparse(value)
+    scheme = parsed.scheme if len(parsed.scheme) > 1 else ""
+    if key == "warehouse":
+        if scheme == "duckdb":
+            if not value.startswith("duckdb:///") or len(value) <= len("duckdb:///"):
+                raise ConfigError(f"{where} is malformed: write duckdb:///relative/path.duckdb or duckdb:////absolute/path.duckdb.")
+            return
+        if scheme == "bigquery":
+            dataset = parsed.path.strip("/")
+            if not parsed.netloc or not dataset or "/" in dataset:
+                raise ConfigError(f"{where} is malformed: write bigquery://PROJECT/DATASET?location=US.")
+            unknown = set(parse_qs(parsed.query)) - {"location", "api_endpoint", "keyfile"}
+            if unknown:
+                raise ConfigError(f"{where} has unknown parameters {sorted(unknown)}; allowed: location, api_endpoint, keyfile.")
+            return
+        if scheme.startswith("chaos+"):
+            return
+        raise ConfigError(f"{where} is not a warehouse URL: use duckdb:///path.duckdb or bigquery://PROJECT/DATASET.")
+    if scheme in ("", "file"):
+        return
+    if scheme == "gs":
+        if not parsed.netloc:
+            raise ConfigError(f"{where} is malformed: write gs://BUCKET or gs://BUCKET/prefix.")
+        return
+    if scheme.startswith("chaos+"):
+        return
+    raise ConfigError(f"{where}: unknown scheme {scheme!r}; use a folder path, file:///path or gs://BUCKET/prefix.")
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None, cwd: Path | None = None) -> Path | None:
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist: check --config / ESTORE_CONFIG.")
+        return path.resolve()
+    candidate = (cwd or Path.cwd()) / CONFIG_FILE_NAME
+    return candidate.resolve() if candidate.is_file() else None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}. Fix the file or pass another with --config.") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror}.") from None
+    # Allow keys at the top level or under an [estore-ops] table.
+    section = data.pop("estore-ops", None)
+    if isinstance(section, dict):
+        data = {**data, **section}
+    for key in data:
+        if key not in FIELDS_BY_NAME:
+            known = ", ".join(f.name for f in FIELDS)
+            raise ConfigError(f"Unknown key {key!r} in {path}. Known keys: {known}.")
+    return data
+
+
+def load_settings(
+    flags: dict[str, Any] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Resolve every setting. `flags` holds command-line values (None means not given)."""
+    env = dict(os.environ) if env is None else env
+    cwd = cwd or Path.cwd()
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    for key in flags:
+        if key not in FIELDS_BY_NAME:
+            raise ConfigError(f"Unknown setting {key!r}.")
+    explicit = config_file or env.get(f"{ENV_PREFIX}CONFIG")
+    path = find_config_file(explicit, cwd)
+    file_values = _read_file(path) if path else {}
+    for name in env:
+        if name.startswith(ENV_PREFIX) and name != f"{ENV_PREFIX}CONFIG":
+            key = name[len(ENV_PREFIX):].lower()
+            if key not in FIELDS_BY_NAME and not key.startswith("_") and key not in _RESERVED_ENV:
+                raise ConfigError(
+                    f"Unknown environment variable {name}. Known: "
+                    + ", ".join(f"{ENV_PREFIX}{f.name.upper()}" for f in FIELDS)
+                    + "."
+                )
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for f in FIELDS:
+        env_name = f"{ENV_PREFIX}{f.name.upper()}"
+        if f.name in flags:
+            raw, origin, base = flags[f.name], f"flag --{f.name.replace('_', '-')}", cwd
+        elif env_name in env:
+            raw, origin, base = env[env_name], f"env {env_name}", cwd
+        elif f.name in file_values:
+            raw, origin, base = file_values[f.name], f"file {path}", path.parent  # type: ignore[union-attr]
+        elif any(e in env for e in f.extra_env):
+            name = next(e for e in f.extra_env if e in env)
+            raw, origin, base = env[name], f"env {name}", cwd
+        else:
+            raw, origin, base = f.default, "default", cwd
+        value = _coerce(f, raw, origin)
+        if f.path_like and isinstance(value, str):
+            value = _anchor(value, base)
+        if f.url:
+            validate_location(f.name, value, origin)
+        values[f.name] = value
+        sources[f.name] = origin
+    if values["log_format"] not in ("auto", "text", "json"):
+        raise ConfigError(f"log_format from {sources['log_format']} must be auto, text or json, got {values['log_format']!r}.")
+    return Settings(values, sources, path)
+
+
+# ESTORE_* variables that are not settings but switches read elsewhere (tests, fault points).
+_RESERVED_ENV = {"fault", "fault_point", "no_color"}
+

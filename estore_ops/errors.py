@@ -1,0 +1,87 @@
+"""One error hierarchy; each class carries the exit code the CLI turns it into (in one place: cli.main)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes, documented in `estore-ops --help` and the README."""
+
+    OK = 0
+    FAILED = 1  # a file, a dbt node or a job failed
+    USAGE = 2  # bad command line or configuration
+    STATE = 3  # state document conflict or corrupt state
+    BACKEND = 4  # a backend is unreachable, missing or refuses access
+    UNHEALTHY = 5  # `health`: a heartbeat is stale
+    LOCKED = 75  # another run holds the lock (EX_TEMPFAIL: try again later)
+    INTERRUPTED = 130
+
+
+EXIT_CODE_HELP = (
+    "Exit codes: 0 ok; 1 a file or job failed; 2 usage or configuration error; "
+    "3 state conflict or corrupt state; 4 backend unreachable or access denied; "
+    "5 unhealthy (stale heartbeat); 75 another run holds the lock; 130 interrupted."
+)
+
+
+class EstoreError(Exception):
+    """Base of every error estore-ops reports to a user. The message says what, where and how to fix."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+
+class ConfigError(EstoreError):
+    exit_code = ExitCode.USAGE
+
+
+class MissingExtraError(ConfigError):
+    """A backend needs an optional dependency group that is not installed."""
+
+
+class StateError(EstoreError):
+    exit_code = ExitCode.STATE
+
+
+class StateConflictError(StateError):
+    """A compare-and-swap write lost against a concurrent writer."""
+
+
+class CorruptStateError(StateError):
+    """The state document cannot be read back."""
+
+
+class BackendError(EstoreError):
+    exit_code = ExitCode.BACKEND
+
+
+class TransientBackendError(BackendError):
+    """A failure worth retrying (429, 5xx, connection reset)."""
+
+
+class ObjectNotFoundError(BackendError):
+    """The named object does not exist."""
+
+
+class PreconditionFailedError(BackendError):
+    """A conditional write or delete found another generation."""
+
+
+class UnsafeNameError(ConfigError):
+    """An object name escapes the store root."""
+
+
+class LoadError(EstoreError):
+    """A file could not be loaded. Only that file fails; the run goes on."""
+
+
+class JobFailedError(EstoreError):
+    """A job finished with failures (files, dbt nodes); details are in its result."""
+
+
+class LockHeldError(EstoreError):
+    exit_code = ExitCode.LOCKED
+
+
+class UnhealthyError(EstoreError):
+    exit_code = ExitCode.UNHEALTHY

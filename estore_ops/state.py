@@ -1,0 +1,263 @@
+"""The ingest state (the cursor): one JSON document in the state location, written by compare-and-swap.
+
+Layout (format_version 1):
+  {"format_version": 1, "updated_at": ISO, "watermark": G, "compacted": N,
+   "files": {NAME: {"generation": G, "size": S, "status": "loaded|failed|quarantined",
+                    "attempts": A, "rows": R, "loaded_at": ISO, "last_error": str|null, "run_id": str}}}
+
+A file version is identified by (name, generation). To keep the document bounded, the oldest
+loaded records are folded into `watermark`: any listed file absent from `files` whose generation
+is at or below it was loaded. Generations grow with arrival (see stores.base), so a file that
+arrives later, or is rewritten, always lands above the watermark and is seen.
+
+Every save first copies the version it replaces to `cursor.prev.json`, then writes `cursor.json`
+with `if_generation_match`: a concurrent writer gets StateConflictError, never a lost update.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from estore_ops.errors import (
+    CorruptStateError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StateConflictError,
+)
+from estore_ops.stores.base import ObjectStore
+
+FORMAT_VERSION = 1
+STATE_NAME = "cursor.json"
+PREVIOUS_NAME = "cursor.prev.json"
+RECOVERY_HINT = (
+    "Run `estore-ops cursor restore --yes` to go back to the previous version, or "
+    "`estore-ops cursor reset --all --yes` to start over (files are reloaded and their rows replaced, not duplicated)."
+)
+
+LOADED, FAILED, QUARANTINED = "loaded", "failed", "quarantined"
+STATUSES = (LOADED, FAILED, QUARANTINED)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime | None) -> str | None:
+    return dt.isoformat(timespec="seconds") if dt else None
+
+
+@dataclass
+class FileRecord:
+    generation: int
+    size: int
+    status: str
+    attempts: int = 0
+    rows: int | None = None
+    loaded_at: str | None = None
+    last_error: str | None = None
+    run_id: str | None = None
+    updated_at: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FileRecord:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        rec = cls(**known)
+        if rec.status not in STATUSES or not isinstance(rec.generation, int):
+            raise ValueError(f"bad record {data!r}")
+        return rec
+
+
+@dataclass
+class IngestState:
+    files: dict[str, FileRecord] = field(default_factory=dict)
+    watermark: int = 0
+    compacted: int = 0
+    updated_at: str | None = None
+
+    # -- queries ----------------------------------------------------------------------------
+    def is_settled(self, name: str, generation: int) -> bool:
+        """True when this file version needs no load: loaded, or folded into the watermark."""
+        rec = self.files.get(name)
+        if rec is not None:
+            return rec.generation == generation and rec.status == LOADED
+        return generation <= self.watermark
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in STATUSES}
+        for rec in self.files.values():
+            out[rec.status] += 1
+        out[LOADED] += self.compacted
+        return out
+
+    # -- changes ----------------------------------------------------------------------------
+    def record_success(self, name: str, generation: int, size: int, rows: int, run_id: str) -> None:
+        prev = self.files.get(name)
+        attempts = prev.attempts + 1 if prev and prev.generation == generation else 1
+        now = iso(utcnow())
+        self.files[name] = FileRecord(generation, size, LOADED, attempts, rows, now, None, run_id, now)
+
+    def record_failure(self, name: str, generation: int, size: int, error: str, run_id: str, max_attempts: int) -> FileRecord:
+        prev = self.files.get(name)
+        attempts = prev.attempts + 1 if prev and prev.generation == generation and prev.status != LOADED else 1
+        status = QUARANTINED if attempts >= max_attempts else FAILED
+        now = iso(utcnow())
+        rec = FileRecord(generation, size, status, attempts, None, None, error[:2000], run_id, now)
+        self.files[name] = rec
+        return rec
+
+    def forget(self, name: str) -> bool:
+        return self.files.pop(name, None) is not None
+
+    def compact(self, keep: int, safe_below: int) -> int:
+        """Fold the oldest loaded records into the watermark; return how many were folded.
+
+        Only records with generation <= safe_below are folded: the caller guarantees every
+        listed file at or below it is settled (see ingest.compaction_bound).
+        """
+        loaded = sorted(
+            ((rec.generation, name) for name, rec in self.files.items() if rec.status == LOADED),
+            reverse=True,
+        )
+        folded = 0
+        for gen, name in loaded[keep:]:
+            if gen <= safe_below:
+                del self.files[name]
+                self.watermark = max(self.watermark, gen)
+                folded += 1
+        self.compacted += folded
+        return folded
+
+    # -- (de)serialisation ------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        doc = {
+            "format_version": FORMAT_VERSION,
+            "updated_at": iso(utcnow()),
+            "watermark": self.watermark,
+            "compacted": self.compacted,
+            "files": {name: asdict(rec) for name, rec in sorted(self.files.items())},
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str) -> IngestState:
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptStateError(f"The state document {where} is not valid JSON ({exc}). {RECOVERY_HINT}") from None
+        if not isinstance(doc, dict) or "format_version" not in doc:
+            raise CorruptStateError(f"The state document {where} is not an estore-ops state document. {RECOVERY_HINT}")
+        version = doc["format_version"]
+        if version != FORMAT_VERSION:
+            newer = isinstance(version, int) and version > FORMAT_VERSION
+            why = (
+                f"was written by a newer estore-ops (format {version}, this one reads {FORMAT_VERSION}): upgrade estore-ops"
+                if newer
+                else f"has unknown format {version!r}"
+            )
+            raise CorruptStateError(f"The state document {where} {why}. {RECOVERY_HINT}")
+        try:
+            files = {str(n): FileRecord.from_json(r) for n, r in doc["files"].items()}
+            return cls(files, int(doc.get("watermark", 0)), int(doc.get("compacted", 0)), doc.get("updated_at"))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CorruptStateError(f"The state document {where} has a malformed entry ({exc}). {RECOVERY_HINT}") from None
+
+
+@dataclass
+class Snapshot:
+    """A state as read, with the generation a save must match (0: there was none)."""
+
+    state: IngestState
+    generation: int
+    raw: bytes = b""
+
+
+class StateStore:
+    """Reads and writes the ingest state document in an object store."""
+
+    def __init__(self, store: ObjectStore, name: str = STATE_NAME) -> None:
+        self.store = store
+        self.name = name
+        self.previous_name = name.replace(".json", ".prev.json")
+
+    @property
+    def location(self) -> str:
+        return self.store.uri(self.name)
+
+    def read(self) -> Snapshot:
+        try:
+            raw, generation = self.store.read(self.name)
+        except ObjectNotFoundError:
+            return Snapshot(IngestState(), 0)
+        return Snapshot(IngestState.from_bytes(raw, self.location), generation, raw)
+
+    def save(self, base: Snapshot, state: IngestState) -> Snapshot:
+        """Compare-and-swap: write `state` if the document is still at `base.generation`."""
+        from estore_ops.faults import fault_point
+
+        if base.raw:
+            self.store.write(self.previous_name, base.raw)
+        fault_point("state_write")
+        data = state.to_bytes()
+        try:
+            generation = self.store.write(self.name, data, if_generation_match=base.generation)
+        except PreconditionFailedError:
+            raise StateConflictError(
+                f"The state document {self.location} was changed by another writer since it was read "
+                f"(expected generation {base.generation}). Nothing was overwritten; run the command again."
+            ) from None
+        return Snapshot(state, generation, data)
+
+    def update(self, change: Callable[[IngestState], Any], attempts: int = 20) -> tuple[Snapshot, Any]:
+        """Read-modify-write with retries on conflict: `change` is re-applied to the fresh state."""
+        for _ in range(attempts):
+            snap = self.read()
+            result = change(snap.state)
+            try:
+                return self.save(snap, snap.state), result
+            except StateConflictError:
+                continue
+        raise StateConflictError(
+            f"The state document {self.location} kept changing under {attempts} attempts to update it; "
+            "is another estore-ops writing without the run lock? Check `estore-ops lock show`."
+        )
+
+    def restore_previous(self) -> Snapshot:
+        try:
+            raw, _ = self.store.read(self.previous_name)
+        except ObjectNotFoundError:
+            raise CorruptStateError(
+                f"No previous version at {self.store.uri(self.previous_name)}. "
+                "Run `estore-ops cursor reset --all --yes` to start over (rows are replaced on reload, not duplicated)."
+            ) from None
+        state = IngestState.from_bytes(raw, self.store.uri(self.previous_name))
+        try:
+            current = self.store.stat(self.name).generation
+        except ObjectNotFoundError:
+            current = 0
+        generation = self.store.write(self.name, state.to_bytes(), if_generation_match=current)
+        return Snapshot(state, generation, raw)
+
+    def reset(self) -> Snapshot:
+        """Forget everything (keeping the replaced version as the previous one)."""
+        try:
+            raw, current = self.store.read(self.name)
+        except ObjectNotFoundError:
+            raw, current = b"", 0
+        if raw and _parses(raw):
+            # A corrupt document is not kept as "previous": that would overwrite the good one.
+            self.store.write(self.previous_name, raw)
+        state = IngestState()
+        generation = self.store.write(self.name, state.to_bytes(), if_generation_match=current)
+        return Snapshot(state, generation)
+
+
+def _parses(raw: bytes) -> bool:
+    try:
+        IngestState.from_bytes(raw, "")
+    except CorruptStateError:
+        return False
+    return True

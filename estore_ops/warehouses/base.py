@@ -1,0 +1,75 @@
+"""The warehouse interface: where raw events land and dbt builds the models.
+
+An implementation must:
+- `ensure_raw_table()`: create the raw schema and table from `estore_ops.schema` if missing.
+- `load(files, store)`: load each file version into the raw table so that its rows *replace*
+  every earlier row of the same `_source_file` (never append twice), reading the data itself
+  (rows never pass through Python). It yields one `FileOutcome` per file as soon as that file is
+  committed or failed, so the caller can advance the state right after each commit. A file whose
+  generation changed during its load must not be committed (the outcome says so). It may batch
+  several files in one job (BigQuery does, to respect table-modification quotas).
+- `rows_by_file()`: row count per `_source_file` (checks, `cursor show`, drills).
+- `query(sql)`: run a read-only query and return rows (demo summaries, tests).
+- `dbt_target(settings)`: the dbt profile target (a dict) that points dbt at this warehouse.
+- `close()`: release connections (DuckDB allows one writer: dbt needs the file free).
+Each file's `header` (the column names in file order, already checked) lets loaders map columns
+by name when a file has its columns in another order.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from estore_ops.stores.base import ObjectInfo, ObjectStore
+
+
+@dataclass(frozen=True)
+class LoadItem:
+    info: ObjectInfo
+    header: tuple[str, ...]
+
+
+@dataclass
+class FileOutcome:
+    name: str
+    generation: int
+    size: int
+    ok: bool
+    rows: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    retryable: bool = False  # e.g. the file changed while loading: not counted as an attempt
+
+
+class Warehouse(abc.ABC):
+    url: str
+
+    @abc.abstractmethod
+    def ensure_raw_table(self) -> None: ...
+
+    @abc.abstractmethod
+    def load(self, items: Iterable[LoadItem], store: ObjectStore) -> Iterator[FileOutcome]: ...
+
+    @abc.abstractmethod
+    def rows_by_file(self) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    def query(self, sql: str) -> list[tuple[Any, ...]]: ...
+
+    @abc.abstractmethod
+    def dbt_target(self, settings: Any) -> dict[str, Any]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
