@@ -112,6 +112,8 @@ class Settings:
 def _coerce(f: Field, raw: Any, origin: str) -> Any:
     try:
         if f.kind is Secret:
+            if isinstance(raw, Secret):
+                return raw
             if not isinstance(raw, str):
                 raise TypeError
             return Secret(raw)

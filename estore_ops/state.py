@@ -110,7 +110,17 @@ class IngestState:
         return rec
 
     def forget(self, name: str) -> bool:
-        return self.files.pop(name, None) is not None
+        """Make a file load again on the next run (e.g. after it was quarantined)."""
+        rec = self.files.get(name)
+        if rec is None:
+            return False
+        if rec.generation <= self.watermark:
+            # Dropping the record would make the watermark call it loaded: keep it, retryable.
+            self.files[name] = FileRecord(rec.generation, rec.size, FAILED, 0, None, None,
+                                          "reset by operator: loads again on the next run", rec.run_id, iso(utcnow()))
+        else:
+            del self.files[name]
+        return True
 
     def compact(self, keep: int, safe_below: int) -> int:
         """Fold the oldest loaded records into the watermark; return how many were folded.

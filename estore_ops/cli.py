@@ -1,0 +1,324 @@
+"""The `estore-ops` command line: each command parses, calls one function in the library, renders.
+
+Errors from the library (EstoreError) become exit codes in one place: EstoreGroup.invoke.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from estore_ops.errors import EXIT_CODE_HELP, ConfigError, EstoreError, ExitCode, JobFailedError
+
+_debug = False
+
+
+class EstoreGroup(TyperGroup):
+    """Turns library errors into one clear line on stderr and the documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EstoreError as exc:
+            if _debug:
+                raise
+            from estore_ops.redact import redact
+
+            if not isinstance(exc, JobFailedError) or str(exc):
+                click.echo(redact(f"error: {exc}"), err=True)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def _typer(help_text: str) -> typer.Typer:
+    return typer.Typer(
+        cls=EstoreGroup, help=help_text, no_args_is_help=True, add_completion=False,
+        pretty_exceptions_show_locals=False, rich_markup_mode=None,
+    )
+
+
+app = _typer(
+    "Operate the e-commerce events pipeline: scan the landing bucket, load new files into the "
+    "warehouse exactly once, run the dbt models and snapshots.\n\n" + EXIT_CODE_HELP
+)
+cursor_app = _typer("Inspect, reset or restore the ingest state (the cursor).")
+lock_app = _typer("Inspect or break the run lock.")
+app.add_typer(cursor_app, name="cursor")
+app.add_typer(lock_app, name="lock")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+class _Globals:
+    flags: dict[str, Any] = {}
+    config_file: Optional[str] = None
+    verbose: bool = False
+
+
+@app.callback()
+def _global_options(
+    config: Annotated[Optional[Path], typer.Option("--config", help="Settings file (default: ./estore-ops.toml).")] = None,
+    landing: Annotated[Optional[str], typer.Option(help="Landing area: folder, file:///path or gs://bucket/prefix.")] = None,
+    warehouse: Annotated[Optional[str], typer.Option(help="Warehouse: duckdb:///path.duckdb or bigquery://project/dataset.")] = None,
+    state: Annotated[Optional[str], typer.Option(help="State location: folder or gs://bucket/prefix.")] = None,
+    log_format: Annotated[Optional[str], typer.Option(help="auto, text or json.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors.")] = False,
+) -> None:
+    global _debug
+    _debug = debug
+    _Globals.flags = {"landing": landing, "warehouse": warehouse, "state": state, "log_format": log_format}
+    _Globals.config_file = str(config) if config else None
+    _Globals.verbose = verbose
+
+
+def _runtime() -> Any:
+    from estore_ops.config import load_settings
+    from estore_ops.logs import configure_logging, set_run_id
+    from estore_ops.redact import register_secret
+    from estore_ops.runtime import Runtime
+
+    settings = load_settings(_Globals.flags, _Globals.config_file)
+    for key in ("slack_webhook_url", "slack_bot_token"):
+        register_secret(settings.values[key].get())
+    rt = Runtime(settings)
+    configure_logging(settings.log_format, _Globals.verbose)
+    set_run_id(rt.run_id)
+    return rt
+
+
+def _output(json_mode: bool = False, quiet: bool = False) -> Any:
+    from estore_ops.output import Output
+
+    return Output(json_mode=json_mode, quiet=quiet)
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ConfigError(f"{question} Refusing to ask without a terminal: pass --yes to confirm.")
+    if not typer.confirm(question, default=False):
+        raise typer.Exit(int(ExitCode.OK))
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+@app.command("config")
+def config_cmd(json_out: JsonOpt = False) -> None:
+    """Show every effective setting and where it came from (secrets masked)."""
+    rt = _runtime()
+    out = _output(json_out)
+    rows = rt.settings.describe()
+    if json_out:
+        out.json({"config_file": rt.settings.config_file, "settings": rows})
+        return
+    out.table(
+        f"Settings (config file: {rt.settings.config_file or 'none'})",
+        ["Key", "Value", "Source"], [[r["key"], r["value"], r["source"]] for r in rows],
+    )
+
+
+# -- scan and load ------------------------------------------------------------------------------
+
+
+@app.command()
+def scan(
+    prefix: Annotated[str, typer.Option(help="Only files under this prefix.")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """List landing files not loaded yet (new, changed, or to retry), in arrival order."""
+    from estore_ops import jobs
+
+    rt = _runtime()
+    out = _output(json_out)
+    result = jobs.scan(rt, prefix)
+    if json_out:
+        out.json(result.as_dict())
+        return
+    if not result.pending:
+        out.line(f"Nothing new: {result.listed} file(s) listed, all loaded" + (
+            f" ({len(result.quarantined)} quarantined)." if result.quarantined else "."))
+    else:
+        out.table(
+            f"{len(result.pending)} file(s) pending in {rt.landing.uri()}",
+            ["File", "Size", "Updated", "Why"],
+            [[p.info.name, out.size(p.info.size), p.info.updated.strftime("%Y-%m-%d %H:%M:%S"), p.why] for p in result.pending],
+            keys=["file", "size_bytes", "updated", "why"] if not out.terminal else None,
+        )
+    if result.quarantined:
+        out.line(f"Quarantined (not retried): {', '.join(q.name for q in result.quarantined)}. "
+                 "See `estore-ops cursor show`.", style="yellow")
+
+
+@app.command()
+def load(
+    file: Annotated[Optional[list[str]], typer.Option("--file", help="Load this file (repeatable).")] = None,
+    prefix: Annotated[str, typer.Option(help="Only files under this prefix (backfill).")] = "",
+    force: Annotated[bool, typer.Option(help="Reload even when already loaded (rows are replaced, not duplicated).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would load; change nothing.")] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Load pending files into the raw events table, exactly once per file version."""
+    from estore_ops import jobs
+    from estore_ops.render import LoadProgress, render_load
+
+    rt = _runtime()
+    out = _output(json_out, quiet)
+    with LoadProgress(out, show=not dry_run) as progress:
+        result = jobs.load(rt, file or (), prefix, force, dry_run, progress.on_start, progress.on_file)
+    render_load(out, result)
+    if not result.ok:
+        raise JobFailedError("")
+
+
+# -- cursor -------------------------------------------------------------------------------------
+
+
+@cursor_app.command("show")
+def cursor_show(json_out: JsonOpt = False) -> None:
+    """Counts by status, newest loaded file, failed and quarantined files with their errors."""
+    from estore_ops import jobs
+    from estore_ops.render import render_cursor
+
+    rt = _runtime()
+    out = _output(json_out)
+    summary = jobs.cursor_show(rt)
+    if json_out:
+        out.json(summary)
+    else:
+        render_cursor(out, summary)
+
+
+@cursor_app.command("reset")
+def cursor_reset(
+    all_files: Annotated[bool, typer.Option("--all", help="Forget every file: all load again (rows replaced).")] = False,
+    file: Annotated[Optional[list[str]], typer.Option("--file", help="Forget this file so it loads again (repeatable).")] = None,
+    yes: YesOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Forget loaded, failed or quarantined files so the next load takes them again."""
+    from estore_ops import jobs
+
+    rt = _runtime()
+    out = _output(json_out)
+    target = "EVERY file" if all_files else ", ".join(file or [])
+    if all_files or file:
+        _confirm(f"Forget {target} in {rt.state.location}? They will load again (rows are replaced, not duplicated).", yes)
+    result = jobs.cursor_reset(rt, all_files, file or ())
+    if json_out:
+        out.json(result)
+        return
+    if result["reset"] == "all":
+        out.line("State reset: every file loads again on the next run (the previous state is kept; `cursor restore` undoes this).")
+    else:
+        if result["forgotten"]:
+            out.line(f"Forgotten: {', '.join(result['forgotten'])}. They load on the next run.")
+        if result["not_in_state"]:
+            out.line(f"Not in the state: {', '.join(result['not_in_state'])}. "
+                     "If already loaded long ago, reload it with `estore-ops load --file NAME --force`.")
+
+
+@cursor_app.command("restore")
+def cursor_restore(yes: YesOpt = False, json_out: JsonOpt = False) -> None:
+    """Replace the state document with its previous version (after corruption or a mistaken reset)."""
+    from estore_ops import jobs
+
+    rt = _runtime()
+    out = _output(json_out)
+    _confirm(f"Replace {rt.state.location} with its previous version?", yes)
+    snap = jobs.cursor_restore(rt)
+    counts = snap.state.counts()
+    if json_out:
+        out.json({"restored": True, "counts": counts, "generation": snap.generation})
+    else:
+        out.line(f"Restored the previous state: {counts['loaded']} loaded, {counts['failed']} failed, {counts['quarantined']} quarantined.")
+
+
+# -- lock ---------------------------------------------------------------------------------------
+
+
+@lock_app.command("show")
+def lock_show(json_out: JsonOpt = False) -> None:
+    """Who holds the run lock, if anyone."""
+    from dataclasses import asdict
+
+    from estore_ops.lock import read_lock
+
+    rt = _runtime()
+    out = _output(json_out)
+    found = read_lock(rt.state_backend)
+    if json_out:
+        out.json({"held": bool(found), **({"lock": asdict(found[0]), "expired": found[0].expired} if found else {})})
+        return
+    if not found:
+        out.line("No run holds the lock.")
+    else:
+        info = found[0]
+        out.line(f"Held by {info.describe()}" + (" (EXPIRED: the next run takes it over)" if info.expired else ""))
+
+
+@lock_app.command("break")
+def lock_break(yes: YesOpt = False, json_out: JsonOpt = False) -> None:
+    """Delete the run lock. Only when its holder is certainly gone (check `lock show`)."""
+    from dataclasses import asdict
+
+    from estore_ops.lock import break_lock, read_lock
+
+    rt = _runtime()
+    out = _output(json_out)
+    found = read_lock(rt.state_backend)
+    if found:
+        _confirm(f"Break the lock held by {found[0].describe()}?", yes)
+    broken = break_lock(rt.state_backend) if found else None
+    if json_out:
+        out.json({"broken": bool(broken), **({"lock": asdict(broken)} if broken else {})})
+    else:
+        out.line(f"Broke the lock held by {broken.describe()}." if broken else "No run holds the lock.")
+
+
+# -- sample data and demo -----------------------------------------------------------------------
+
+
+@app.command()
+def generate(
+    dest: Annotated[Optional[str], typer.Option(help="Folder to write into (default: the landing folder).")] = None,
+    months: Annotated[int, typer.Option(min=1, max=24, help="Monthly files to write, from 2019-Oct.")] = 2,
+    rows: Annotated[int, typer.Option(min=1, help="Events per monthly file.")] = 50_000,
+    users: Annotated[int, typer.Option(min=1, help="Distinct users across all files.")] = 5_000,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same files.")] = 46,
+    gzip_from: Annotated[int, typer.Option(help="Files from this month number on (1-based) are written as .csv.gz.")] = 2,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write realistic REES46-style monthly event files (deterministic)."""
+    from estore_ops.generate import generate_files
+
+    rt = _runtime()
+    out = _output(json_out)
+    folder = Path(dest) if dest else rt.landing.local_path("x").parent if rt.landing.local_path("x") else None
+    if folder is None:
+        raise ConfigError("generate writes to a local folder: pass --dest FOLDER (the landing area is not local).")
+    written = generate_files(folder, months=months, rows_per_month=rows, users=users, seed=seed, gzip_from=gzip_from)
+    if json_out:
+        out.json([w.as_dict() for w in written])
+        return
+    out.table(f"Sample files in {folder}", ["File", "Rows", "Status"], [[w.name, w.rows, w.status] for w in written])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""Scan the landing area and load pending files: the cursor logic lives here.
+
+A file version is (name, generation). Pending means: never seen (and above the watermark), its
+content changed since it was loaded, or it failed fewer than `max_attempts` times. Files are
+taken in arrival order (generation), never in name order: `2019-Nov.csv` sorts before
+`2019-Oct.csv` but arrives after it.
+
+The state is advanced per file, only after the warehouse has committed that file. A crash in
+between leaves the file pending; its reload replaces its rows (the warehouse deletes the rows of
+that `_source_file` in the same transaction), so nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from estore_ops.errors import ConfigError, ObjectNotFoundError
+from estore_ops.faults import fault_point
+from estore_ops.header import check_header
+from estore_ops.state import FAILED, LOADED, QUARANTINED, IngestState, StateStore
+from estore_ops.stores.base import ObjectInfo, ObjectStore, is_csv_name
+from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
+
+# Loaded records kept in full in the state document; older ones fold into the watermark.
+KEEP_RECORDS = 2000
+# Only files at least this much older than the newest listed file fold into the watermark, so a
+# file whose upload finished late (listed after a newer one) is never hidden by it.
+SETTLE_MARGIN_US = 3600 * 1_000_000
+
+NEW, CHANGED, RETRY, FORCED = "new", "changed", "retry", "forced"
+
+
+@dataclass(frozen=True)
+class PendingFile:
+    info: ObjectInfo
+    reason: str  # new | changed | retry | forced
+    attempt: int  # the attempt number a load now would be
+    max_attempts: int
+
+    @property
+    def why(self) -> str:
+        if self.reason == RETRY:
+            return f"retry {self.attempt} of {self.max_attempts}"
+        return self.reason
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.info.name,
+            "size": self.info.size,
+            "updated": self.info.updated.isoformat(timespec="seconds"),
+            "generation": self.info.generation,
+            "reason": self.reason,
+            "why": self.why,
+            "attempt": self.attempt,
+        }
+
+
+@dataclass
+class ScanResult:
+    pending: list[PendingFile]
+    quarantined: list[ObjectInfo]
+    listed: int
+    settled: int
+    compaction_bound: int  # generations at or below this are safe to fold into the watermark
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pending": [p.as_dict() for p in self.pending],
+            "quarantined": [q.name for q in self.quarantined],
+            "listed": self.listed,
+            "settled": self.settled,
+        }
+
+
+def classify(info: ObjectInfo, state: IngestState, max_attempts: int) -> PendingFile | str:
+    """A PendingFile, or why the file needs nothing: 'loaded' or 'quarantined'."""
+    rec = state.files.get(info.name)
+    if rec is None:
+        if info.generation <= state.watermark:
+            return LOADED
+        return PendingFile(info, NEW, 1, max_attempts)
+    if rec.generation != info.generation:
+        return PendingFile(info, CHANGED, 1, max_attempts)
+    if rec.status == LOADED:
+        return LOADED
+    if rec.status == QUARANTINED or rec.attempts >= max_attempts:
+        return QUARANTINED
+    return PendingFile(info, RETRY, rec.attempts + 1, max_attempts)
+
+
+def scan(landing: ObjectStore, state: IngestState, max_attempts: int, prefix: str = "") -> ScanResult:
+    pending: list[PendingFile] = []
+    quarantined: list[ObjectInfo] = []
+    listed = settled = 0
+    newest = 0
+    for info in landing.list_csv(prefix):
+        listed += 1
+        newest = max(newest, info.generation)
+        verdict = classify(info, state, max_attempts)
+        if isinstance(verdict, PendingFile):
+            pending.append(verdict)
+        elif verdict == QUARANTINED:
+            quarantined.append(info)
+        else:
+            settled += 1
+    pending.sort(key=lambda p: (p.info.generation, p.info.name))
+    bound = newest - SETTLE_MARGIN_US
+    if pending:
+        bound = min(bound, pending[0].info.generation - 1)
+    return ScanResult(pending, quarantined, listed, settled, bound)
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    run_id: str
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    planned: list[PendingFile] = field(default_factory=list)
+    dry_run: bool = False
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outcomes)
+
+    @property
+    def loaded(self) -> list[FileOutcome]:
+        return [o for o in self.outcomes if o.ok]
+
+    @property
+    def failed(self) -> list[FileOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def rows(self) -> int:
+        return sum(o.rows for o in self.loaded)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "ok": self.ok,
+            "dry_run": self.dry_run,
+            "files_loaded": len(self.loaded),
+            "files_failed": len(self.failed),
+            "rows": self.rows,
+            "seconds": round(self.seconds, 3),
+            "files": [
+                {
+                    "name": o.name,
+                    "generation": o.generation,
+                    "status": "loaded" if o.ok else "failed",
+                    "rows": o.rows,
+                    "seconds": round(o.seconds, 3),
+                    "error": o.error,
+                }
+                for o in self.outcomes
+            ],
+            "planned": [p.as_dict() for p in self.planned],
+            "skipped": self.skipped,
+        }
+
+
+def plan_load(
+    landing: ObjectStore,
+    state: IngestState,
+    max_attempts: int,
+    files: Sequence[str] = (),
+    prefix: str = "",
+    force: bool = False,
+) -> tuple[list[PendingFile], list[dict[str, str]], ScanResult | None]:
+    """Which file versions to load now; the scan is returned when it covered the whole landing area."""
+    skipped: list[dict[str, str]] = []
+    if files:
+        chosen: list[PendingFile] = []
+        for name in dict.fromkeys(files):
+            if not is_csv_name(name):
+                raise ConfigError(f"--file {name}: only .csv and .csv.gz files are loaded.")
+            try:
+                info = landing.stat(name)
+            except ObjectNotFoundError:
+                raise ConfigError(f"--file {name}: no such file in the landing area {landing.uri()}.") from None
+            verdict = classify(info, state, max_attempts)
+            if isinstance(verdict, PendingFile):
+                chosen.append(verdict)
+            elif force:
+                chosen.append(PendingFile(info, FORCED, 1, max_attempts))
+            else:
+                hint = "cursor reset --file" if verdict == QUARANTINED else "--force"
+                skipped.append({"name": name, "why": f"already {verdict} (use {hint} to load it again)"})
+        chosen.sort(key=lambda p: (p.info.generation, p.info.name))
+        return chosen, skipped, None
+    result = scan(landing, state, max_attempts, prefix)
+    chosen = list(result.pending)
+    if force:
+        seen = {p.info.name for p in chosen}
+        forced = [
+            PendingFile(info, FORCED, 1, max_attempts)
+            for info in landing.list_csv(prefix)
+            if info.name not in seen
+        ]
+        chosen = sorted(chosen + forced, key=lambda p: (p.info.generation, p.info.name))
+    for info in result.quarantined:
+        if not force:
+            skipped.append({"name": info.name, "why": "quarantined (use cursor reset --file to retry)"})
+    return chosen, skipped, (result if not prefix else None)
+
+
+def load_files(
+    *,
+    run_id: str,
+    landing: ObjectStore,
+    state_store: StateStore,
+    warehouse: Warehouse,
+    max_attempts: int,
+    files: Sequence[str] = (),
+    prefix: str = "",
+    force: bool = False,
+    dry_run: bool = False,
+    on_start: Callable[[list[PendingFile]], None] | None = None,
+    on_file: Callable[[FileOutcome], None] | None = None,
+) -> LoadResult:
+    """Load pending files into the warehouse and advance the state after each commit."""
+    started = time.monotonic()
+    snapshot = state_store.read()
+    planned, skipped, full_scan = plan_load(landing, snapshot.state, max_attempts, files, prefix, force)
+    result = LoadResult(run_id, planned=planned, skipped=skipped, dry_run=dry_run)
+    if on_start:
+        on_start(planned)
+    if dry_run or not planned:
+        result.seconds = time.monotonic() - started
+        return result
+
+    items: list[LoadItem] = []
+    for pending in planned:
+        header = check_header(landing, pending.info)
+        if header.ok:
+            items.append(LoadItem(pending.info, header.columns))
+        else:
+            outcome = FileOutcome(pending.info.name, pending.info.generation, pending.info.size, ok=False, error=header.error)
+            _record(state_store, outcome, run_id, max_attempts)
+            result.outcomes.append(outcome)
+            if on_file:
+                on_file(outcome)
+
+    for outcome in warehouse.load(items, landing):
+        _record(state_store, outcome, run_id, max_attempts)
+        result.outcomes.append(outcome)
+        if on_file:
+            on_file(outcome)
+
+    if full_scan is not None:
+        # Fold old loaded records only when the whole landing area was scanned, and never past
+        # a file that is still pending.
+        still_pending = [o.generation for o in result.outcomes if not o.ok]
+        bound = min([full_scan.compaction_bound, *[g - 1 for g in still_pending]])
+        state_store.update(lambda st: st.compact(KEEP_RECORDS, bound))
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _record(state_store: StateStore, outcome: FileOutcome, run_id: str, max_attempts: int) -> None:
+    if outcome.ok:
+        state_store.update(lambda st: st.record_success(outcome.name, outcome.generation, outcome.size, outcome.rows, run_id))
+        fault_point("after_state_write")
+        return
+    if outcome.retryable:
+        # Changed while loading: not the file's fault; the next scan sees the new generation.
+        return
+    state_store.update(
+        lambda st: st.record_failure(outcome.name, outcome.generation, outcome.size, outcome.error or "", run_id, max_attempts)
+    )
+
+
+# -- cursor commands ----------------------------------------------------------------------------
+
+
+def cursor_summary(state: IngestState, location: str) -> dict[str, Any]:
+    loaded = [(n, r) for n, r in state.files.items() if r.status == LOADED]
+    newest = max(loaded, key=lambda nr: (nr[1].loaded_at or "", nr[1].generation), default=None)
+    problems = [
+        {"name": n, "status": r.status, "attempts": r.attempts, "error": r.last_error, "run_id": r.run_id, "generation": r.generation}
+        for n, r in sorted(state.files.items())
+        if r.status in (FAILED, QUARANTINED)
+    ]
+    return {
+        "location": location,
+        "counts": state.counts(),
+        "records": len(state.files),
+        "watermark": state.watermark,
+        "compacted": state.compacted,
+        "updated_at": state.updated_at,
+        "newest_loaded": (
+            {"name": newest[0], "loaded_at": newest[1].loaded_at, "rows": newest[1].rows, "run_id": newest[1].run_id}
+            if newest
+            else None
+        ),
+        "problems": problems,
+    }
+
+
+def forget_files(state_store: StateStore, names: Iterable[str]) -> list[str]:
+    names = list(names)
+
+    def change(state: IngestState) -> list[str]:
+        return [n for n in names if state.forget(n)]
+
+    _, forgotten = state_store.update(change)
+    return forgotten

@@ -1,0 +1,136 @@
+"""One run lock in the state location: load, transform, snapshot and watch never overlap.
+
+The lock is an object created with `if_generation_match=0` holding owner, host, pid, start and a
+lease expiry. The holder renews the lease from a background thread; a lock whose lease expired
+(its holder died or hung) may be taken over with a precondition on its generation, so two
+contenders cannot both take it. `estore-ops lock break --yes` deletes it by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from estore_ops.errors import LockHeldError, ObjectNotFoundError, PreconditionFailedError
+from estore_ops.stores.base import ObjectStore
+
+LOCK_NAME = "run.lock"
+
+
+@dataclass
+class LockInfo:
+    owner: str  # run id
+    command: str
+    host: str
+    pid: int
+    started_at: str
+    expires_at: str
+
+    @property
+    def expired(self) -> bool:
+        return datetime.fromisoformat(self.expires_at) <= datetime.now(timezone.utc)
+
+    def describe(self) -> str:
+        return f"run {self.owner} ({self.command}) on {self.host}, pid {self.pid}, since {self.started_at}, lease until {self.expires_at}"
+
+
+def read_lock(store: ObjectStore) -> tuple[LockInfo, int] | None:
+    try:
+        raw, generation = store.read(LOCK_NAME)
+    except ObjectNotFoundError:
+        return None
+    try:
+        return LockInfo(**json.loads(raw)), generation
+    except (ValueError, TypeError):
+        # An unreadable lock is treated as expired so a torn write cannot block the pipeline forever.
+        return LockInfo("unknown", "unknown", "unknown", 0, "", datetime.min.replace(tzinfo=timezone.utc).isoformat()), generation
+
+
+def break_lock(store: ObjectStore) -> LockInfo | None:
+    found = read_lock(store)
+    if found is None:
+        return None
+    try:
+        store.delete(LOCK_NAME, if_generation_match=found[1])
+    except (PreconditionFailedError, ObjectNotFoundError):
+        pass  # it changed or went away meanwhile: either way it is not the lock we saw
+    return found[0]
+
+
+class RunLock:
+    def __init__(self, store: ObjectStore, run_id: str, command: str, lease_seconds: int = 600) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.command = command
+        self.lease = timedelta(seconds=max(lease_seconds, 3))
+        self.generation = 0
+        self.lost = threading.Event()  # set when a renewal found the lock taken by someone else
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _document(self) -> bytes:
+        now = datetime.now(timezone.utc)
+        info = LockInfo(
+            self.run_id, self.command, socket.gethostname(), os.getpid(),
+            getattr(self, "_started", now.isoformat(timespec="seconds")),
+            (now + self.lease).isoformat(timespec="seconds"),
+        )
+        self._started = info.started_at
+        return json.dumps(asdict(info)).encode()
+
+    def acquire(self) -> RunLock:
+        try:
+            self.generation = self.store.write(LOCK_NAME, self._document(), if_generation_match=0)
+        except PreconditionFailedError:
+            found = read_lock(self.store)
+            if found is None:
+                return self.acquire()  # released between our write and our read
+            holder, generation = found
+            if not holder.expired:
+                raise LockHeldError(
+                    f"Another run holds the lock {self.store.uri(LOCK_NAME)}: {holder.describe()}. "
+                    "This run did nothing. If that process is gone, wait for the lease to expire or run "
+                    "`estore-ops lock break --yes`."
+                ) from None
+            try:
+                self.generation = self.store.write(LOCK_NAME, self._document(), if_generation_match=generation)
+            except PreconditionFailedError:
+                raise LockHeldError(
+                    f"Another run took over the expired lock {self.store.uri(LOCK_NAME)} at the same moment; this run did nothing."
+                ) from None
+        self._thread = threading.Thread(target=self._renew_loop, name="lock-renewal", daemon=True)
+        self._thread.start()
+        return self
+
+    def _renew_loop(self) -> None:
+        interval = self.lease.total_seconds() / 3
+        while not self._stop.wait(interval):
+            try:
+                self.generation = self.store.write(LOCK_NAME, self._document(), if_generation_match=self.generation)
+            except PreconditionFailedError:
+                self.lost.set()
+                return
+            except Exception:  # a transient store error: try again at the next interval
+                continue
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.lost.is_set() or not self.generation:
+            return
+        try:
+            self.store.delete(LOCK_NAME, if_generation_match=self.generation)
+        except (PreconditionFailedError, ObjectNotFoundError):
+            pass
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

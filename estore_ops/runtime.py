@@ -1,0 +1,43 @@
+"""Everything a command needs, built lazily from the settings: stores, state, warehouse, run id."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+
+from estore_ops.config import Settings
+from estore_ops.state import StateStore
+from estore_ops.stores import ObjectStore, open_store
+from estore_ops.warehouses import Warehouse, open_warehouse
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    run_id: str = field(default_factory=new_run_id)
+
+    @cached_property
+    def landing(self) -> ObjectStore:
+        return open_store(self.settings.landing, "landing")
+
+    @cached_property
+    def state_backend(self) -> ObjectStore:
+        return open_store(self.settings.state, "state")
+
+    @cached_property
+    def state(self) -> StateStore:
+        return StateStore(self.state_backend)
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.settings.work_dir)
+
+    def warehouse(self, read_only: bool = False) -> Warehouse:
+        return open_warehouse(self.settings.warehouse, work_dir=self.work_dir, read_only=read_only)
