@@ -260,13 +260,13 @@ def lock_show(json_out: JsonOpt = False) -> None:
     out = _output(json_out)
     found = read_lock(rt.state_backend)
     if json_out:
-        out.json({"held": bool(found), **({"lock": asdict(found[0]), "expired": found[0].expired} if found else {})})
+        out.json({"held": bool(found), **({"lock": asdict(found[0]), "stale": found[0].stale} if found else {})})
         return
     if not found:
         out.line("No run holds the lock.")
     else:
         info = found[0]
-        out.line(f"Held by {info.describe()}" + (" (EXPIRED: the next run takes it over)" if info.expired else ""))
+        out.line(f"Held by {info.describe()}" + (" (STALE: the next run takes it over)" if info.stale else ""))
 
 
 @lock_app.command("break")

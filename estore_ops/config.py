@@ -264,6 +264,6 @@ def load_settings(
     return Settings(values, sources, path)
 
 
-# ESTORE_* variables that are not settings but switches read elsewhere (tests, fault points).
-_RESERVED_ENV = {"fault", "fault_point", "no_color"}
+# ESTORE_* variables that are not settings: drill hooks (estore_ops.faults) and the test tools folder.
+_RESERVED_ENV = {"fault_point", "pause_point", "tools_dir"}
 

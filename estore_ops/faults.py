@@ -23,3 +23,21 @@ def fault_point(name: str) -> None:
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] >= int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pause_point(name: str) -> None:
+    """`ESTORE_PAUSE_POINT=name:DIR` parks the process at `name`: it creates DIR/reached and waits
+    (at most 120 s) for DIR/release. Drills use it to hold a process at an exact spot."""
+    spec = os.environ.get("ESTORE_PAUSE_POINT")
+    if not spec:
+        return
+    target, _, folder = spec.partition(":")
+    if target != name or not folder:
+        return
+    import time
+    from pathlib import Path
+
+    Path(folder, "reached").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 120
+    while not Path(folder, "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)

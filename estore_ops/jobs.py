@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from estore_ops import ingest
+from estore_ops.faults import pause_point
 from estore_ops.errors import ConfigError, CorruptStateError
 from estore_ops.ingest import LoadResult, PendingFile, ScanResult
 from estore_ops.lock import RunLock
@@ -20,6 +21,7 @@ def run_lock(rt: Runtime, command: str) -> Iterator[RunLock]:
     """Hold the one run lock for the duration of a job (DuckDB allows one writer, too)."""
     lock = RunLock(rt.state_backend, rt.run_id, command, rt.settings.lock_lease_seconds)
     with lock:
+        pause_point("lock_held")
         yield lock
 
 

@@ -1,9 +1,10 @@
 """One run lock in the state location: load, transform, snapshot and watch never overlap.
 
 The lock is an object created with `if_generation_match=0` holding owner, host, pid, start and a
-lease expiry. The holder renews the lease from a background thread; a lock whose lease expired
-(its holder died or hung) may be taken over with a precondition on its generation, so two
-contenders cannot both take it. `estore-ops lock break --yes` deletes it by hand.
+lease expiry. The holder renews the lease from a background thread. A lock whose lease expired (its holder
+hung, or died on another host), or whose holder provably died on this host (no such pid, or the
+machine rebooted since), is taken over with a precondition on its generation, so two contenders
+cannot both take it. `estore-ops lock break --yes` deletes it by hand.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import socket
 import threading
+from pathlib import Path
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -30,13 +32,40 @@ class LockInfo:
     pid: int
     started_at: str
     expires_at: str
+    boot_id: str = ""
 
     @property
     def expired(self) -> bool:
         return datetime.fromisoformat(self.expires_at) <= datetime.now(timezone.utc)
 
+    @property
+    def holder_is_dead(self) -> bool:
+        """Provably gone: same host and (another boot, or no such process, or not estore-ops)."""
+        if self.host != socket.gethostname() or self.pid <= 0:
+            return False  # another machine: only the lease can tell
+        if self.boot_id and self.boot_id != _boot_id():
+            return True
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return b"estore" not in cmdline  # the pid was reused by an unrelated process
+
+    @property
+    def stale(self) -> bool:
+        return self.expired or self.holder_is_dead
+
     def describe(self) -> str:
         return f"run {self.owner} ({self.command}) on {self.host}, pid {self.pid}, since {self.started_at}, lease until {self.expires_at}"
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def read_lock(store: ObjectStore) -> tuple[LockInfo, int] | None:
@@ -79,6 +108,7 @@ class RunLock:
             self.run_id, self.command, socket.gethostname(), os.getpid(),
             getattr(self, "_started", now.isoformat(timespec="seconds")),
             (now + self.lease).isoformat(timespec="seconds"),
+            _boot_id(),
         )
         self._started = info.started_at
         return json.dumps(asdict(info)).encode()
@@ -91,7 +121,7 @@ class RunLock:
             if found is None:
                 return self.acquire()  # released between our write and our read
             holder, generation = found
-            if not holder.expired:
+            if not holder.stale:
                 raise LockHeldError(
                     f"Another run holds the lock {self.store.uri(LOCK_NAME)}: {holder.describe()}. "
                     "This run did nothing. If that process is gone, wait for the lease to expire or run "

@@ -1,0 +1,3 @@
+from estore_ops.cli import main
+
+main()

@@ -1,0 +1,89 @@
+"""Test helpers: write event files, run the CLI in-process or as a real subprocess, read the warehouse."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from typer.testing import CliRunner
+
+from estore_ops.cli import app
+
+HEADER = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def event_lines(n: int, start: int = 0, day: int = 1) -> list[str]:
+    """n valid event lines, distinct per (start, i)."""
+    out = []
+    for i in range(start, start + n):
+        out.append(
+            f"2019-10-{day:02d} {i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d} UTC,view,{1000 + i},"
+            f"2053013552326770905,electronics.smartphone,samsung,{10 + i % 90}.5,{500000000 + i % 50},sess-{i // 5}"
+        )
+    return out
+
+
+def write_csv(path: Path, lines: Sequence[str], header: str = HEADER, gz: bool = False, newline: str = "\n") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (newline.join([header, *lines]) + newline).encode()
+    if gz or path.name.endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # atomic arrival, like a real upload
+    return path
+
+
+@dataclass
+class Workspace:
+    root: Path
+
+    @property
+    def landing(self) -> Path:
+        return self.root / "data" / "landing"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "data" / "state"
+
+    @property
+    def db(self) -> Path:
+        return self.root / "data" / "warehouse.duckdb"
+
+    def add(self, name: str, lines: Sequence[str], **kw: Any) -> Path:
+        return write_csv(self.landing / name, lines, **kw)
+
+    def cli(self, *args: str, input: str | None = None) -> Any:
+        return CliRunner().invoke(app, list(args), input=input, catch_exceptions=False)
+
+    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """The CLI as a real subprocess in this workspace."""
+        full_env = {**os.environ, **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "estore_ops", *args], cwd=self.root, env=full_env,
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+    def rows_by_file(self) -> dict[str, int]:
+        if not self.db.exists():
+            return {}
+        con = duckdb.connect(str(self.db), read_only=True)
+        try:
+            return dict(con.execute("SELECT _source_file, count(*) FROM raw.events GROUP BY 1").fetchall())
+        finally:
+            con.close()
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        con = duckdb.connect(str(self.db), read_only=True)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
