@@ -316,6 +316,15 @@ def generate(
     out.table(f"Sample files in {folder}", ["File", "Rows", "Status"], [[w.name, w.rows, w.status] for w in written])
 
 
+@app.command()
+def demo() -> None:
+    """Run the pipeline on sample data with the embedded default (no cloud account needed)."""
+    from estore_ops.demo import run_demo
+
+    rt = _runtime()
+    run_demo(rt, _output())
+
+
 def main() -> None:
     app()
 
