@@ -19,8 +19,8 @@ from estore_ops.errors import (
 )
 from estore_ops.stores.base import ObjectInfo, ObjectStore
 
-# Conditional writes serialise on this file (in the root) so check-then-rename is atomic
-# between processes. Hidden names are never listed.
+# Conditional writes hold this file (in the root) exclusively so check-then-rename is atomic
+# between processes; reads of small documents hold it shared. Hidden names are never listed.
 _WRITE_LOCK = ".estore-write.lock"
 
 
@@ -122,13 +122,15 @@ class LocalFolderStore(ObjectStore):
 
     def read(self, name: str) -> tuple[bytes, int]:
         path = self._path(name)
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-                # Writes go through rename, so the open handle sees one whole version.
-                return data, _generation(os.fstat(fh.fileno()))
-        except FileNotFoundError:
-            raise ObjectNotFoundError(f"{self.uri(name)} does not exist.") from None
+        # Shared lock: no conditional write can replace the file while we read it. Without it,
+        # a rename over the file changes the old inode's ctime (unlink), and stale bytes could be
+        # paired with the new generation: a lost update waiting to happen.
+        with self._root_lock(exclusive=False):
+            try:
+                with open(path, "rb") as fh:
+                    return fh.read(), _generation(os.fstat(fh.fileno()))
+            except FileNotFoundError:
+                raise ObjectNotFoundError(f"{self.uri(name)} does not exist.") from None
 
     def local_path(self, name: str) -> Path:
         return self._path(name)
@@ -138,10 +140,10 @@ class LocalFolderStore(ObjectStore):
 
     # -- conditional writes -------------------------------------------------------------------
     @contextmanager
-    def _write_lock(self) -> Iterator[None]:
+    def _root_lock(self, exclusive: bool = True) -> Iterator[None]:
         fd = os.open(self.root / _WRITE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             yield
         finally:
             os.close(fd)  # closing releases the flock, also when the process dies
@@ -162,7 +164,7 @@ class LocalFolderStore(ObjectStore):
     def write(self, name: str, data: bytes, if_generation_match: int | None = None) -> int:
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._write_lock():
+        with self._root_lock():
             current = self._current_generation(path)
             self._check(name, current, if_generation_match)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -189,7 +191,7 @@ class LocalFolderStore(ObjectStore):
 
     def delete(self, name: str, if_generation_match: int | None = None) -> None:
         path = self._path(name)
-        with self._write_lock():
+        with self._root_lock():
             current = self._current_generation(path)
             if current == 0 and if_generation_match is None:
                 raise ObjectNotFoundError(f"{self.uri(name)} does not exist.")
