@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from estore_ops import ingest
-from estore_ops.faults import pause_point
 from estore_ops.errors import ConfigError, CorruptStateError
 from estore_ops.ingest import LoadResult, PendingFile, ScanResult
-from estore_ops.lock import RunLock
 from estore_ops.runtime import Runtime
 from estore_ops.state import Snapshot
+from estore_ops.tracking import run_lock, tracked_job
 from estore_ops.warehouses.base import FileOutcome
-
-
-@contextmanager
-def run_lock(rt: Runtime, command: str) -> Iterator[RunLock]:
-    """Hold the one run lock for the duration of a job (DuckDB allows one writer, too)."""
-    lock = RunLock(rt.state_backend, rt.run_id, command, rt.settings.lock_lease_seconds)
-    with lock:
-        pause_point("lock_held")
-        yield lock
 
 
 def scan(rt: Runtime, prefix: str = "") -> ScanResult:
@@ -52,8 +41,11 @@ def load(
 
     if dry_run:
         return go()
-    with run_lock(rt, "load"):
-        return go()
+    with tracked_job(rt, "load") as record:
+        result = go()
+        record.files_loaded, record.files_failed, record.rows_loaded = len(result.loaded), len(result.failed), result.rows
+        record.failures = [{"subject": o.name, "error": o.error or ""} for o in result.failed]
+        return result
 
 
 def cursor_show(rt: Runtime) -> dict[str, Any]:

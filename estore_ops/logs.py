@@ -63,7 +63,8 @@ def configure_logging(log_format: str = "auto", verbose: bool = False) -> None:
     handler.setFormatter(JsonLineFormatter() if use_json else TextFormatter())
     handler.addFilter(_RunIdFilter())
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # On a terminal the command's own tables tell the story: info logs only with --verbose.
+    root.setLevel(logging.DEBUG if verbose else logging.INFO if use_json else logging.WARNING)
     root.propagate = False
 
 

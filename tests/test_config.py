@@ -83,7 +83,7 @@ def test_config_command_shows_sources_and_masks_secrets(ws: Workspace, monkeypat
     result = ws.cli("--landing", "/srv/landing", "config", "--json")
     assert result.exit_code == 0
     assert "secretvalue" not in result.output
-    rows = {r["key"]: r for r in json.loads(result.output)["settings"]}
+    rows = {r["key"]: r for r in json.loads(result.stdout)["settings"]}
     assert rows["landing"]["value"] == "/srv/landing" and rows["landing"]["source"] == "flag --landing"
     assert rows["max_attempts"]["value"] == 5 and rows["max_attempts"]["source"] == "env ESTORE_MAX_ATTEMPTS"
     assert rows["slack_bot_token"]["value"] == "****" and rows["slack_bot_token"]["source"] == "env SLACK_BOT_TOKEN"

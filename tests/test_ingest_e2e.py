@@ -41,7 +41,7 @@ def test_file_whose_name_sorts_before_loaded_ones_is_still_found(ws: Workspace) 
     # "2019-Nov" < "2019-Oct" by name, but it arrives later: a name cursor would skip it forever.
     ws.add("2019-Nov.csv", event_lines(7, start=500))
     scan = ws.cli("scan", "--json")
-    assert [p["name"] for p in json.loads(scan.output)["pending"]] == ["2019-Nov.csv"]
+    assert [p["name"] for p in json.loads(scan.stdout)["pending"]] == ["2019-Nov.csv"]
     assert ws.cli("load").exit_code == 0
     assert ws.rows_by_file() == {"2019-Oct.csv": 10, "2019-Nov.csv": 7}
 
@@ -49,7 +49,7 @@ def test_file_whose_name_sorts_before_loaded_ones_is_still_found(ws: Workspace) 
 def test_pending_files_are_listed_in_arrival_order_with_reasons(ws: Workspace) -> None:
     for name in ("c.csv", "a.csv", "b.csv"):
         ws.add(name, event_lines(2))
-    data = json.loads(ws.cli("scan", "--json").output)
+    data = json.loads(ws.cli("scan", "--json").stdout)
     assert [p["name"] for p in data["pending"]] == ["c.csv", "a.csv", "b.csv"]
     assert {p["why"] for p in data["pending"]} == {"new"}
 
@@ -58,7 +58,7 @@ def test_rewritten_file_is_reloaded_and_its_old_rows_replaced(ws: Workspace) -> 
     ws.add("2019-Oct.csv", event_lines(20))
     assert ws.cli("load").exit_code == 0
     ws.add("2019-Oct.csv", event_lines(12, start=1000))  # rewritten in place with new content
-    scan = json.loads(ws.cli("scan", "--json").output)
+    scan = json.loads(ws.cli("scan", "--json").stdout)
     assert [(p["name"], p["why"]) for p in scan["pending"]] == [("2019-Oct.csv", "changed")]
     assert ws.cli("load").exit_code == 0
     assert ws.rows_by_file() == {"2019-Oct.csv": 12}
@@ -74,7 +74,7 @@ def test_bad_header_fails_only_that_file(ws: Workspace) -> None:
     assert ws.rows_by_file() == {"good.csv": 5}
     assert "renamed.csv, line 1: header has missing column(s) price; unexpected column(s) unit_price." in result.output
     assert "missing.csv, line 1: header has missing column(s) user_session." in result.output
-    show = json.loads(ws.cli("cursor", "show", "--json").output)
+    show = json.loads(ws.cli("cursor", "show", "--json").stdout)
     assert show["counts"] == {"loaded": 1, "failed": 2, "quarantined": 0}
 
 
@@ -112,7 +112,7 @@ def test_force_reloads_without_duplicates(ws: Workspace) -> None:
     assert ws.cli("load").exit_code == 0
     forced = ws.cli("load", "--force", "--json")
     assert forced.exit_code == 0
-    assert json.loads(forced.output)["files_loaded"] == 2
+    assert json.loads(forced.stdout)["files_loaded"] == 2
     assert ws.rows_by_file() == {"a.csv": 9, "b.csv.gz": 4}
 
 
@@ -135,16 +135,16 @@ def test_prefix_backfill_and_non_csv_files_are_ignored(ws: Workspace) -> None:
     result = ws.cli("load", "--prefix", "2020/")
     assert result.exit_code == 0
     assert ws.rows_by_file() == {"2020/01/b.csv": 3}
-    assert [p["name"] for p in json.loads(ws.cli("scan", "--json").output)["pending"]] == ["2019/10/a.csv"]
+    assert [p["name"] for p in json.loads(ws.cli("scan", "--json").stdout)["pending"]] == ["2019/10/a.csv"]
 
 
 def test_dry_run_changes_nothing(ws: Workspace) -> None:
     ws.add("a.csv", event_lines(3))
     result = ws.cli("load", "--dry-run", "--json")
     assert result.exit_code == 0
-    assert [p["name"] for p in json.loads(result.output)["planned"]] == ["a.csv"]
+    assert [p["name"] for p in json.loads(result.stdout)["planned"]] == ["a.csv"]
     assert not ws.db.exists() or ws.rows_by_file() == {}
-    assert json.loads(ws.cli("scan", "--json").output)["pending"][0]["name"] == "a.csv"
+    assert json.loads(ws.cli("scan", "--json").stdout)["pending"][0]["name"] == "a.csv"
 
 
 def test_failed_file_is_retried_then_quarantined_and_reset_brings_it_back(ws: Workspace) -> None:
@@ -152,10 +152,10 @@ def test_failed_file_is_retried_then_quarantined_and_reset_brings_it_back(ws: Wo
     try:
         ws.add("bad.csv", event_lines(2), header="a,b,c")
         assert ws.cli("load").exit_code == 1
-        scan = json.loads(ws.cli("scan", "--json").output)
+        scan = json.loads(ws.cli("scan", "--json").stdout)
         assert scan["pending"][0]["why"] == "retry 2 of 2"
         assert ws.cli("load").exit_code == 1
-        scan = json.loads(ws.cli("scan", "--json").output)
+        scan = json.loads(ws.cli("scan", "--json").stdout)
         assert scan["pending"] == [] and scan["quarantined"] == ["bad.csv"]
         assert ws.cli("load").exit_code == 0  # quarantined: not retried, not failing every tick
         show = ws.cli("cursor", "show")
@@ -165,7 +165,7 @@ def test_failed_file_is_retried_then_quarantined_and_reset_brings_it_back(ws: Wo
         assert refused.exit_code == 2
         assert "Refusing to ask without a terminal: pass --yes to confirm." in refused.output
         assert ws.cli("cursor", "reset", "--file", "bad.csv", "--yes").exit_code == 0
-        assert json.loads(ws.cli("scan", "--json").output)["pending"][0]["name"] == "bad.csv"
+        assert json.loads(ws.cli("scan", "--json").stdout)["pending"][0]["name"] == "bad.csv"
     finally:
         del os.environ["ESTORE_MAX_ATTEMPTS"]
 
@@ -174,7 +174,7 @@ def test_fixed_file_loads_after_failure(ws: Workspace) -> None:
     ws.add("f.csv", event_lines(2), header="x,y")
     assert ws.cli("load").exit_code == 1
     ws.add("f.csv", event_lines(2))
-    scan = json.loads(ws.cli("scan", "--json").output)
+    scan = json.loads(ws.cli("scan", "--json").stdout)
     assert scan["pending"][0]["why"] == "changed"
     assert ws.cli("load").exit_code == 0
     assert ws.rows_by_file() == {"f.csv": 2}
@@ -184,9 +184,9 @@ def test_cursor_reset_all_and_restore(ws: Workspace) -> None:
     ws.add("a.csv", event_lines(3))
     assert ws.cli("load").exit_code == 0
     assert ws.cli("cursor", "reset", "--all", "--yes").exit_code == 0
-    assert [p["name"] for p in json.loads(ws.cli("scan", "--json").output)["pending"]] == ["a.csv"]
+    assert [p["name"] for p in json.loads(ws.cli("scan", "--json").stdout)["pending"]] == ["a.csv"]
     assert ws.cli("cursor", "restore", "--yes").exit_code == 0
-    assert json.loads(ws.cli("scan", "--json").output)["pending"] == []
+    assert json.loads(ws.cli("scan", "--json").stdout)["pending"] == []
     # After a reset the reload replaces rows: still no duplicates.
     assert ws.cli("cursor", "reset", "--all", "--yes").exit_code == 0
     assert ws.cli("load").exit_code == 0
@@ -220,10 +220,10 @@ def test_state_from_a_newer_version_is_refused(ws: Workspace) -> None:
 
 def test_json_output_is_machine_readable(ws: Workspace) -> None:
     ws.add("a.csv", event_lines(4))
-    data = json.loads(ws.cli("load", "--json").output)
+    data = json.loads(ws.cli("load", "--json").stdout)
     assert data["ok"] is True and data["rows"] == 4
     assert data["files"][0]["name"] == "a.csv" and data["files"][0]["status"] == "loaded"
-    show = json.loads(ws.cli("cursor", "show", "--json").output)
+    show = json.loads(ws.cli("cursor", "show", "--json").stdout)
     assert show["newest_loaded"]["name"] == "a.csv" and show["counts"]["loaded"] == 1
 
 

@@ -1,0 +1,93 @@
+"""Every job run the same way: lock, run history, heartbeat, alerts.
+
+Side effects after the job (history, heartbeat, alerts) are best-effort: each is logged if it
+fails and none of them can replace the job's own error or exit code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from datetime import datetime, timezone
+from typing import Any
+
+from estore_ops import health
+from estore_ops.alerts import AlertManager, Failure
+from estore_ops.errors import LockHeldError
+from estore_ops.faults import pause_point
+from estore_ops.history import FAILED, SUCCESS, RunHistory, RunRecord
+from estore_ops.lock import RunLock
+from estore_ops.logs import get_logger
+from estore_ops.redact import redact
+from estore_ops.runtime import Runtime
+
+log = get_logger("jobs")
+
+
+def _best_effort(what: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as exc:
+        log.warning("%s failed: %s", what, redact(str(exc)))
+        return None
+
+
+def alert_manager(rt: Runtime) -> AlertManager | None:
+    from estore_ops.notify import open_notifier
+
+    try:
+        notifier = open_notifier(rt.settings)
+    except Exception as exc:
+        log.warning("alerts disabled: %s", redact(str(exc)))
+        return None
+    return AlertManager(notifier, rt.state_backend, rt.settings.alert_dedup_minutes)
+
+
+@contextmanager
+def run_lock(rt: Runtime, command: str) -> Iterator[RunLock]:
+    """Hold the one run lock for the duration of a job (DuckDB allows one writer, too)."""
+    lock = RunLock(rt.state_backend, rt.run_id, command, rt.settings.lock_lease_seconds)
+    with lock:
+        pause_point("lock_held")
+        yield lock
+
+
+@contextmanager
+def tracked_job(rt: Runtime, job: str, lock: bool = True) -> Iterator[RunRecord]:
+    """Run a job under the lock and record it. The body fills `record` (files, rows, failures)."""
+    history = RunHistory(rt.state_backend, rt.settings.runs_keep)
+    record = RunRecord(rt.run_id, job)
+    log.info("%s started", job, extra={"fields": {"job": job}})
+    try:
+        with run_lock(rt, job) if lock else nullcontext():
+            _best_effort("recording the run start", history.save, record)
+            yield record
+    except LockHeldError:
+        raise  # nothing ran: not a failure, not recorded (a busy lock every tick would flood the history)
+    except BaseException as exc:
+        record.status = FAILED
+        record.error = redact(str(exc)) or type(exc).__name__
+        if not record.failures:
+            record.failures = [{"subject": job, "error": record.error}]
+        _finish(rt, history, record)
+        raise
+    else:
+        record.status = FAILED if record.failures else SUCCESS
+        _finish(rt, history, record)
+
+
+def _finish(rt: Runtime, history: RunHistory, record: RunRecord) -> None:
+    record.ended_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    _best_effort("recording the run", history.save, record)
+    log.info(
+        "%s %s", record.job, record.status,
+        extra={"fields": {"job": record.job, "status": record.status, "rows": record.rows_loaded, "seconds": record.seconds}},
+    )
+    alerts = alert_manager(rt)
+    if record.status == SUCCESS:
+        _best_effort("recording the heartbeat", health.beat, rt.state_backend, record.job, record.run_id)
+        if alerts:
+            _best_effort("sending the recovery alert", alerts.success, record.job, record.run_id)
+    elif alerts:
+        failures = [Failure(f["subject"], f["error"]) for f in record.failures]
+        _best_effort("sending the failure alert", alerts.failure, record.job, record.run_id, failures)
