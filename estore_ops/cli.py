@@ -49,9 +49,14 @@ app = _typer(
     "warehouse exactly once, run the dbt models and snapshots.\n\n" + EXIT_CODE_HELP
 )
 cursor_app = _typer("Inspect, reset or restore the ingest state (the cursor).")
+runs_app = typer.Typer(cls=EstoreGroup, help="Recent runs: what ran, when, and what happened.", add_completion=False,
+                       pretty_exceptions_show_locals=False, rich_markup_mode=None, invoke_without_command=True)
+alert_app = _typer("Send alerts: a test message, or a systemd unit failure.")
 lock_app = _typer("Inspect or break the run lock.")
 app.add_typer(cursor_app, name="cursor")
 app.add_typer(lock_app, name="lock")
+app.add_typer(runs_app, name="runs")
+app.add_typer(alert_app, name="alert")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -314,6 +319,157 @@ def generate(
         out.json([w.as_dict() for w in written])
         return
     out.table(f"Sample files in {folder}", ["File", "Rows", "Status"], [[w.name, w.rows, w.status] for w in written])
+
+
+# -- dbt ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def transform(
+    select: Annotated[Optional[list[str]], typer.Option("--select", "-s", help="dbt selection (repeatable).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="dbt exclusion (repeatable).")] = None,
+    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Rebuild incremental models from scratch.")] = False,
+    no_test: Annotated[bool, typer.Option("--no-test", help="Build models without running their tests.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Build the dbt models (staging, facts, dimensions, RFM, churn) and run their tests."""
+    from estore_ops import jobs
+    from estore_ops.render import render_dbt
+
+    rt = _runtime()
+    result = jobs.transform(rt, select or (), exclude or (), full_refresh, no_test)
+    render_dbt(_output(json_out), result, rt.run_id)
+    if not result.ok:
+        raise JobFailedError("")
+
+
+@app.command()
+def snapshot(
+    select: Annotated[Optional[list[str]], typer.Option("--select", "-s", help="Only these snapshots.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run the dbt SCD2 snapshots (snap_user_rfm, snap_user_status)."""
+    from estore_ops import jobs
+    from estore_ops.render import render_dbt
+
+    rt = _runtime()
+    result = jobs.snapshot(rt, select or ())
+    render_dbt(_output(json_out), result, rt.run_id)
+    if not result.ok:
+        raise JobFailedError("")
+
+
+# -- unattended operation -----------------------------------------------------------------------
+
+
+@app.command()
+def watch(
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between ticks.")] = 300,
+    once: Annotated[bool, typer.Option("--once", help="One tick, then exit with its outcome (for a timer).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Loop: scan, load new files, transform once per tick when something loaded. Stops cleanly on SIGTERM/SIGINT."""
+    from estore_ops.watch import watch as run_watch
+
+    _runtime()  # validate the configuration before the first tick
+    out = _output(json_out)
+
+    def on_tick(line: str, result: Any) -> None:
+        if json_out:
+            out.json(result.as_dict() if result else {"status": line})
+        else:
+            out.line(line)
+
+    code = run_watch(_runtime, interval, once=once, on_tick=on_tick)
+    raise typer.Exit(code)
+
+
+@app.command()
+def health(json_out: JsonOpt = False) -> None:
+    """Check heartbeat ages (ingest, transform, snapshot); exit 5 when any is stale, alerting once per episode."""
+    from estore_ops import jobs
+    from estore_ops.errors import UnhealthyError
+
+    rt = _runtime()
+    out = _output(json_out)
+    rows, alerted = jobs.health_check(rt)
+    if json_out:
+        out.json({"healthy": not any(r.stale for r in rows), "alerted": alerted, "checks": [r.as_dict() for r in rows]})
+    else:
+        out.table("Health", ["Check", "Last success", "Age", "Limit", "Status"], [
+            [r.check, r.last_success or "never", "" if r.age_seconds is None else f"{r.age_seconds / 60:.1f} min",
+             f"{r.max_age_seconds / 60:.0f} min", "STALE" if r.stale else "ok"] for r in rows
+        ], keys=["check", "last_success", "age", "limit", "status"])
+    stale = [r.check for r in rows if r.stale]
+    if stale:
+        raise UnhealthyError(f"stale: {', '.join(stale)}" if not json_out else "")
+
+
+@runs_app.callback()
+def runs_list(
+    ctx: typer.Context,
+    job: Annotated[Optional[str], typer.Option(help="Only this job: load, transform, snapshot, watch.")] = None,
+    status: Annotated[Optional[str], typer.Option(help="Only this status: running, success, failed.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many runs.")] = 20,
+    json_out: JsonOpt = False,
+) -> None:
+    """List recent runs (newest first)."""
+    if ctx.invoked_subcommand:
+        return
+    from estore_ops import jobs
+
+    rt = _runtime()
+    out = _output(json_out)
+    records = jobs.runs(rt, job, status, limit)
+    if json_out:
+        out.json([r.as_dict() for r in records])
+        return
+    if not records:
+        out.line("No runs recorded yet.")
+        return
+    out.table("Recent runs", ["Run", "Job", "Started", "Seconds", "Status", "Files", "Rows", "Error"], [
+        [r.run_id, r.job, r.started_at, "" if r.seconds is None else f"{r.seconds:.0f}", r.status,
+         r.files_loaded, out.num(r.rows_loaded), (r.error or (r.failures[0]["subject"] if r.failures else ""))[:60]]
+        for r in records
+    ])
+
+
+@runs_app.command("show")
+def runs_show(run_id: Annotated[str, typer.Argument(help="A run id (or a unique prefix).")], json_out: JsonOpt = False) -> None:
+    """Everything recorded about one run."""
+    from estore_ops import jobs
+
+    rt = _runtime()
+    out = _output(json_out)
+    record = jobs.run_detail(rt, run_id)
+    data = record.as_dict()
+    if json_out:
+        out.json(data)
+        return
+    failures = data.pop("failures")
+    out.table(f"Run {record.run_id}", ["Field", "Value"], [[k, v] for k, v in data.items()], keys=["field", "value"])
+    for f in failures:
+        out.line(f"FAILED {f['subject']}: {f['error']}", style="red")
+
+
+@alert_app.command("test")
+def alert_test() -> None:
+    """Send a test message through the configured notifier (Slack, or the log)."""
+    from estore_ops import jobs
+
+    rt = _runtime()
+    name = jobs.alert_test(rt)
+    _output().line(f"Test alert sent via {name}.")
+
+
+@alert_app.command("unit-failure")
+def alert_unit_failure(unit: Annotated[str, typer.Argument(help="The failed systemd unit (%i of the OnFailure template).")]) -> None:
+    """Alert that a systemd unit failed (used by OnFailure=; works even when the job was killed)."""
+    from estore_ops import jobs
+
+    rt = _runtime()
+    sent = jobs.alert_unit_failure(rt, unit)
+    _output().line("Alert sent." if sent else "Alert not sent (deduplicated or no notifier); see the log.")
 
 
 @app.command()

@@ -10,6 +10,7 @@ from estore_ops.documents import JsonDocument
 from estore_ops.stores.base import ObjectStore
 
 HEARTBEATS_NAME = "heartbeats.json"
+EPISODES_NAME = "health-episodes.json"  # checks currently stale and already alerted
 # Job -> the settings key of its threshold. A watch tick or a load both count as ingest.
 CHECKS = {"ingest": "health_ingest_max_age", "transform": "health_transform_max_age", "snapshot": "health_snapshot_max_age"}
 JOB_TO_HEARTBEAT = {"load": "ingest", "watch": "ingest", "transform": "transform", "snapshot": "snapshot"}
@@ -19,8 +20,30 @@ def beat(store: ObjectStore, job: str, run_id: str) -> None:
     name = JOB_TO_HEARTBEAT.get(job)
     if not name:
         return
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
     JsonDocument(store, HEARTBEATS_NAME).update(lambda doc: doc.__setitem__(name, {"at": now, "run_id": run_id}))
+
+
+def mark_data_loaded(store: ObjectStore, run_id: str) -> None:
+    """Raw data changed: the models are stale until a transform succeeds."""
+    now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    JsonDocument(store, HEARTBEATS_NAME).update(lambda doc: doc.__setitem__("data_loaded", {"at": now, "run_id": run_id}))
+
+
+def transform_due(store: ObjectStore) -> str:
+    """Why a transform is due ('' if not): files loaded after the last successful transform.
+
+    Comparing the two marks (instead of "this tick loaded something") also retries a transform
+    that failed or was skipped by a shutdown after its files had loaded.
+    """
+    beats, _ = JsonDocument(store, HEARTBEATS_NAME).read()
+    loaded = beats.get("data_loaded", {}).get("at")
+    done = beats.get("transform", {}).get("at")
+    if not loaded:
+        return ""
+    if not done:
+        return "new data"
+    return "new data" if datetime.fromisoformat(loaded) > datetime.fromisoformat(done) else ""
 
 
 @dataclass

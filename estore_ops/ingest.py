@@ -224,8 +224,12 @@ def load_files(
     dry_run: bool = False,
     on_start: Callable[[list[PendingFile]], None] | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> LoadResult:
-    """Load pending files into the warehouse and advance the state after each commit."""
+    """Load pending files into the warehouse and advance the state after each commit.
+
+    `should_stop` is asked between files: on a shutdown the files not started stay pending.
+    """
     started = time.monotonic()
     snapshot = state_store.read()
     planned, skipped, full_scan = plan_load(landing, snapshot.state, max_attempts, files, prefix, force)
@@ -253,6 +257,8 @@ def load_files(
         result.outcomes.append(outcome)
         if on_file:
             on_file(outcome)
+        if should_stop and should_stop():
+            break  # closes the warehouse's generator: no further file is started
 
     if full_scan is not None:
         # Fold old loaded records only when the whole landing area was scanned, and never past

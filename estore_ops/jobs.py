@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from estore_ops import ingest
+from estore_ops import health, ingest
+from estore_ops.history import RunRecord
 from estore_ops.errors import ConfigError, CorruptStateError
 from estore_ops.ingest import LoadResult, PendingFile, ScanResult
 from estore_ops.runtime import Runtime
@@ -13,10 +16,42 @@ from estore_ops.state import Snapshot
 from estore_ops.tracking import run_lock, tracked_job
 from estore_ops.warehouses.base import FileOutcome
 
+if TYPE_CHECKING:
+    from estore_ops.transform import DbtRunResult
+
 
 def scan(rt: Runtime, prefix: str = "") -> ScanResult:
     state = rt.state.read().state
     return ingest.scan(rt.landing, state, rt.settings.max_attempts, prefix)
+
+
+def _load(
+    rt: Runtime,
+    files: Sequence[str] = (),
+    prefix: str = "",
+    force: bool = False,
+    dry_run: bool = False,
+    on_start: Callable[[list[PendingFile]], None] | None = None,
+    on_file: Callable[[FileOutcome], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> LoadResult:
+    warehouse = rt.warehouse()
+    try:
+        result = ingest.load_files(
+            run_id=rt.run_id, landing=rt.landing, state_store=rt.state, warehouse=warehouse,
+            max_attempts=rt.settings.max_attempts, files=files, prefix=prefix, force=force,
+            dry_run=dry_run, on_start=on_start, on_file=on_file, should_stop=should_stop,
+        )
+    finally:
+        warehouse.close()
+    if result.loaded:
+        health.mark_data_loaded(rt.state_backend, rt.run_id)
+    return result
+
+
+def _record_load(record: RunRecord, result: LoadResult) -> None:
+    record.files_loaded, record.files_failed, record.rows_loaded = len(result.loaded), len(result.failed), result.rows
+    record.failures += [{"subject": o.name, "error": o.error or ""} for o in result.failed]
 
 
 def load(
@@ -28,23 +63,110 @@ def load(
     on_start: Callable[[list[PendingFile]], None] | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
 ) -> LoadResult:
-    def go() -> LoadResult:
-        warehouse = rt.warehouse()
-        try:
-            return ingest.load_files(
-                run_id=rt.run_id, landing=rt.landing, state_store=rt.state, warehouse=warehouse,
-                max_attempts=rt.settings.max_attempts, files=files, prefix=prefix, force=force,
-                dry_run=dry_run, on_start=on_start, on_file=on_file,
-            )
-        finally:
-            warehouse.close()
-
     if dry_run:
-        return go()
+        return _load(rt, files, prefix, force, dry_run, on_start, on_file)
     with tracked_job(rt, "load") as record:
-        result = go()
-        record.files_loaded, record.files_failed, record.rows_loaded = len(result.loaded), len(result.failed), result.rows
-        record.failures = [{"subject": o.name, "error": o.error or ""} for o in result.failed]
+        result = _load(rt, files, prefix, force, dry_run, on_start, on_file)
+        _record_load(record, result)
+        return result
+
+
+# -- dbt ----------------------------------------------------------------------------------------
+
+
+def _dbt(rt: Runtime, command: str, **options: Any) -> DbtRunResult:
+    from estore_ops.transform import default_project_dir, keep_artifacts, run_dbt
+
+    warehouse = rt.warehouse()
+    try:
+        warehouse.ensure_raw_table()  # models over an empty table build empty, not fail
+        target = warehouse.dbt_target(rt.settings)
+        raw_schema = getattr(warehouse, "raw_schema", "raw")
+    finally:
+        warehouse.close()  # DuckDB allows one writer: dbt opens the file itself
+    project = Path(rt.settings.dbt_project_dir) if rt.settings.dbt_project_dir else default_project_dir()
+    result = run_dbt(
+        project_dir=project, target=target, work_dir=rt.work_dir, command=command,
+        vars={"raw_schema": raw_schema}, quiet=True, **options,
+    )
+    if result.artifacts:
+        keep_artifacts(rt.state_backend, rt.run_id, result.artifacts, rt.settings.dbt_artifacts_keep)
+    return result
+
+
+def _record_dbt(record: RunRecord, result: DbtRunResult) -> None:
+    record.dbt_nodes = result.counts()
+    if result.ok:
+        return
+    failed = result.failed_nodes
+    if failed:
+        record.failures += [{"subject": f"{n.kind} {n.name}", "error": n.message or n.status} for n in failed]
+    else:
+        record.failures.append({"subject": f"dbt {result.command}", "error": result.error or "dbt failed"})
+
+
+def transform(
+    rt: Runtime, select: Sequence[str] = (), exclude: Sequence[str] = (), full_refresh: bool = False, no_test: bool = False
+) -> DbtRunResult:
+    """dbt build: models and their tests."""
+    with tracked_job(rt, "transform") as record:
+        result = _dbt(rt, "build", select=list(select) or None, exclude=list(exclude) or None,
+                      full_refresh=full_refresh, no_test=no_test)
+        _record_dbt(record, result)
+        return result
+
+
+def snapshot(rt: Runtime, select: Sequence[str] = ()) -> DbtRunResult:
+    """dbt snapshot: SCD2 history of the RFM segments and user statuses."""
+    with tracked_job(rt, "snapshot") as record:
+        result = _dbt(rt, "snapshot", select=list(select) or None)
+        _record_dbt(record, result)
+        return result
+
+
+# -- the ingest tick (watch and the 5-minute timer) ------------------------------------------------
+
+
+@dataclass
+class TickResult:
+    run_id: str
+    load: LoadResult
+    transform: DbtRunResult | None = None
+    transform_reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.load.ok and (self.transform is None or self.transform.ok)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "ok": self.ok, "load": self.load.as_dict(),
+            "transform": None if self.transform is None else {
+                "ok": self.transform.ok, "reason": self.transform_reason, "nodes": self.transform.counts(),
+                "error": self.transform.error, "seconds": round(self.transform.elapsed, 2),
+            },
+        }
+
+    def status_line(self) -> str:
+        line = (f"tick {self.run_id}: {len(self.load.loaded)} file(s) loaded, {self.load.rows} rows, "
+                f"{len(self.load.failed)} failed")
+        if self.transform is not None:
+            line += f"; transform {'ok' if self.transform.ok else 'FAILED'} ({self.transform_reason}, {self.transform.elapsed:.1f}s)"
+        return line
+
+
+def ingest_tick(rt: Runtime, should_stop: Callable[[], bool] | None = None) -> TickResult:
+    """Scan, load new files, and run one transform when data arrived since the last good transform."""
+    with tracked_job(rt, "watch") as record:
+        result = TickResult(rt.run_id, _load(rt, should_stop=should_stop))
+        _record_load(record, result.load)
+        reason = health.transform_due(rt.state_backend)
+        if reason and not (should_stop and should_stop()):
+            result.transform_reason = reason
+            result.transform = _dbt(rt, "build")
+            _record_dbt(record, result.transform)
+            if result.transform.ok:
+                health.beat(rt.state_backend, "transform", rt.run_id)
         return result
 
 
@@ -73,3 +195,77 @@ def cursor_reset(rt: Runtime, all_files: bool, files: Sequence[str]) -> dict[str
 def cursor_restore(rt: Runtime) -> Snapshot:
     with run_lock(rt, "cursor restore"):
         return rt.state.restore_previous()
+
+
+# -- health, runs, alerts -----------------------------------------------------------------------
+
+
+def health_check(rt: Runtime) -> tuple[list[health.HealthRow], bool]:
+    """Heartbeat ages against thresholds; alerts once per stale episode. Returns (rows, alerted)."""
+    from estore_ops.documents import JsonDocument
+    from estore_ops.notify import Alert
+    from estore_ops.tracking import alert_manager
+
+    rows = health.check(rt.state_backend, rt.settings)
+    stale = {r.check for r in rows if r.stale}
+    episodes = JsonDocument(rt.state_backend, health.EPISODES_NAME)
+    known, _ = episodes.read()
+    new = sorted(stale - set(known))
+    recovered = sorted(set(known) - stale)
+    alerted = False
+    alerts = alert_manager(rt) if (new or recovered) else None
+    if new and alerts:
+        lines = []
+        for r in rows:
+            if r.check in new:
+                age = "never" if r.age_seconds is None else f"{r.age_seconds / 60:.0f} min ago"
+                lines.append(f"*{r.check}*: last success {age} (limit {r.max_age_seconds / 60:.0f} min)")
+        lines.append("A timer may have stopped or the VM may be down: `systemctl list-timers 'estore-ops*'`, `estore-ops runs`.")
+        alerted = alerts.send(Alert("stale", ":warning: estore-ops pipeline is stale", lines))
+    if recovered and alerts:
+        alerts.send(Alert("recovery", f":large_green_circle: estore-ops heartbeat fresh again: {', '.join(recovered)}"))
+    if new or recovered:
+        def change(doc: dict[str, Any]) -> None:
+            for name in recovered:
+                doc.pop(name, None)
+            for name in new:
+                doc[name] = rt.run_id
+        episodes.update(change)
+    return rows, alerted
+
+
+def runs(rt: Runtime, job: str | None, status: str | None, limit: int) -> list[RunRecord]:
+    from estore_ops.history import RunHistory
+
+    return RunHistory(rt.state_backend, rt.settings.runs_keep).list(job, status, limit)
+
+
+def run_detail(rt: Runtime, run_id: str) -> RunRecord:
+    from estore_ops.history import RunHistory
+
+    return RunHistory(rt.state_backend, rt.settings.runs_keep).get(run_id)
+
+
+def alert_test(rt: Runtime) -> str:
+    """Send a test message through the configured notifier; raises NotifyError if it fails."""
+    import socket
+
+    from estore_ops.notify import Alert, open_notifier
+
+    notifier = open_notifier(rt.settings)
+    notifier.send(Alert("test", ":wave: estore-ops test alert", [f"Sent from `{socket.gethostname()}`, run `{rt.run_id}`."]))
+    return notifier.name
+
+
+def alert_unit_failure(rt: Runtime, unit: str) -> bool:
+    """systemd OnFailure=: the unit failed, was killed or timed out (the job could not alert itself)."""
+    import socket
+
+    from estore_ops.alerts import Failure
+    from estore_ops.tracking import alert_manager
+
+    alerts = alert_manager(rt)
+    if alerts is None:
+        return False
+    detail = f"systemd unit {unit} failed on {socket.gethostname()}. See `journalctl -u {unit} -n 50` and `estore-ops runs`."
+    return alerts.failure(f"unit {unit}", rt.run_id, [Failure(unit, detail)])

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from estore_ops.ingest import LoadResult, PendingFile
 from estore_ops.output import Output
 from estore_ops.warehouses.base import FileOutcome
+
+if TYPE_CHECKING:
+    from estore_ops.transform import DbtRunResult
 
 
 class LoadProgress:
@@ -70,3 +73,30 @@ def render_cursor(out: Output, summary: dict[str, Any]) -> None:
     if summary["problems"]:
         out.table("Failed and quarantined files", ["File", "Status", "Attempts", "Error"],
                   [[p["name"], p["status"], p["attempts"], p["error"]] for p in summary["problems"]])
+
+
+def render_dbt(out: Output, result: DbtRunResult, run_id: str) -> None:
+    if out.json_mode:
+        out.json({
+            "run_id": run_id, "command": result.command, "ok": result.ok, "seconds": round(result.elapsed, 2),
+            "counts": result.counts(), "error": result.error,
+            "nodes": [
+                {"name": n.name, "kind": n.kind, "status": n.status, "seconds": round(n.seconds, 2),
+                 "rows_affected": n.rows_affected, "message": n.message if n.failed else None}
+                for n in result.nodes
+            ],
+        })
+        return
+    shown = [n for n in result.nodes if n.kind != "test" or n.failed or not out.terminal]
+    if shown:
+        out.table(
+            f"dbt {result.command} {run_id}", ["Node", "Kind", "Status", "Seconds", "Rows"],
+            [[n.name, n.kind, n.status, f"{n.seconds:.2f}", out.num(n.rows_affected)] for n in shown],
+        )
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(result.counts().items()))
+    out.line(f"dbt {result.command}: {'ok' if result.ok else 'FAILED'} in {result.elapsed:.1f}s ({counts or 'no nodes'})",
+             style=None if result.ok else "red")
+    for n in result.failed_nodes:
+        out.line(f"FAILED {n.kind} {n.name}: {n.message}", style="red")
+    if result.error and not result.failed_nodes:
+        out.line(f"FAILED {result.error}", style="red")

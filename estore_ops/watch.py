@@ -1,0 +1,75 @@
+"""`estore-ops watch`: the foreground loop that replaces the Dagster sensors.
+
+Every interval: one ingest tick (scan, load, and one dbt build when data arrived), under the run
+lock for the length of the tick only, so the daily transform and weekly snapshot timers can run in
+between. SIGTERM / SIGINT stop the loop: a tick in progress finishes the file it is loading, skips
+the files not started and the transform (the next tick or timer does it), releases the lock, exit 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from estore_ops import jobs
+from estore_ops.errors import EstoreError, LockHeldError
+from estore_ops.logs import get_logger
+from estore_ops.redact import redact
+from estore_ops.runtime import Runtime
+
+log = get_logger("watch")
+
+
+class StopFlag:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal_name = ""
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+    def install(self) -> None:
+        def handler(signum: int, _frame: Any) -> None:
+            self.signal_name = signal.Signals(signum).name
+            self.event.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def watch(
+    make_runtime: Callable[[], Runtime],
+    interval: float,
+    once: bool = False,
+    on_tick: Callable[[str, jobs.TickResult | None], None] | None = None,
+    max_ticks: int | None = None,
+) -> int:
+    """Run ticks until stopped; returns the exit code (with --once: the tick's own outcome)."""
+    stop = StopFlag()
+    stop.install()
+    ticks = 0
+    code = 0
+    while not stop():
+        rt = make_runtime()  # a fresh run id per tick
+        try:
+            result = jobs.ingest_tick(rt, should_stop=stop)
+            code = 0 if result.ok else 1
+            line = result.status_line()
+        except LockHeldError as exc:
+            result, code = None, int(exc.exit_code)
+            line = f"tick {rt.run_id}: skipped, {exc}"
+        except EstoreError as exc:
+            # Already recorded and alerted by the tracked job: keep going.
+            result, code = None, int(exc.exit_code)
+            line = f"tick {rt.run_id}: FAILED {redact(str(exc))}"
+        log.info(line)
+        if on_tick:
+            on_tick(line, result)
+        ticks += 1
+        if once or (max_ticks is not None and ticks >= max_ticks):
+            return code
+        stop.event.wait(interval)
+    log.info("stopped by %s", stop.signal_name or "request")
+    return 0
