@@ -45,12 +45,18 @@ class LockInfo:
             return False  # another machine: only the lease can tell
         if self.boot_id and self.boot_id != _boot_id():
             return True
+        # kill(pid, 0) is a syscall, so it sees processes that /proc hides (systemd's
+        # ProtectProc=invisible): ESRCH means gone, EPERM means alive under another identity.
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
         try:
             cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
-        except FileNotFoundError:
-            return True
         except OSError:
-            return False
+            return False  # alive but unreadable: assume it is the holder
         return b"estore" not in cmdline  # the pid was reused by an unrelated process
 
     @property
