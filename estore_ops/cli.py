@@ -52,11 +52,13 @@ cursor_app = _typer("Inspect, reset or restore the ingest state (the cursor).")
 runs_app = typer.Typer(cls=EstoreGroup, help="Recent runs: what ran, when, and what happened.", add_completion=False,
                        pretty_exceptions_show_locals=False, rich_markup_mode=None, invoke_without_command=True)
 alert_app = _typer("Send alerts: a test message, or a systemd unit failure.")
+systemd_app = _typer("Install and inspect the systemd timers that drive the pipeline on a VM.")
 lock_app = _typer("Inspect or break the run lock.")
 app.add_typer(cursor_app, name="cursor")
 app.add_typer(lock_app, name="lock")
 app.add_typer(runs_app, name="runs")
 app.add_typer(alert_app, name="alert")
+app.add_typer(systemd_app, name="systemd")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -470,6 +472,62 @@ def alert_unit_failure(unit: Annotated[str, typer.Argument(help="The failed syst
     rt = _runtime()
     sent = jobs.alert_unit_failure(rt, unit)
     _output().line("Alert sent." if sent else "Alert not sent (deduplicated or no notifier); see the log.")
+
+
+# -- deployment ---------------------------------------------------------------------------------
+
+
+@systemd_app.command("install")
+def systemd_install(
+    user: Annotated[str, typer.Option(help="Unprivileged user the services run as (created if missing).")] = "estore",
+    env_file: Annotated[Path, typer.Option(help="Environment file with the ESTORE_* settings.")] = Path("/etc/estore-ops/estore-ops.env"),
+    state_dir: Annotated[Path, typer.Option(help="Writable local folder of the services.")] = Path("/var/lib/estore-ops"),
+    work_dir: Annotated[Path, typer.Option(help="Scratch folder (dbt target, downloads).")] = Path("/var/lib/estore-ops/work"),
+    credential_file: Annotated[Path, typer.Option(help="Root-only file with the Slack token (LoadCredential=).")] = Path("/etc/estore-ops/credentials/slack_token"),
+    unit_dir: Annotated[Path, typer.Option(help="Where unit files go.")] = Path("/etc/systemd/system"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the units and commands; change nothing.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write the units (with this installation's real paths), reload systemd and enable the timers."""
+    from estore_ops.deploy import install, render_units
+
+    out = _output(json_out)
+    units = render_units(user=user, env_file=env_file, state_dir=state_dir, work_dir=work_dir, credential_file=credential_file)
+    result = install(units, unit_dir=unit_dir, dry_run=dry_run)
+    if json_out:
+        out.json({"dry_run": result.dry_run, "files": {str(k): v for k, v in result.files.items()},
+                  "commands": [" ".join(c) for c in result.commands], "timers": result.timers})
+        return
+    if dry_run:
+        for path, text in result.files.items():
+            out.line(f"# {path}", style="bold")
+            out.line(text)
+        out.line("# commands that would run:", style="bold")
+    for cmd in result.commands:
+        out.line(("  " if dry_run else "ran: ") + " ".join(cmd))
+    if not dry_run:
+        out.line(f"Installed {len(result.files)} unit(s); timers enabled: {', '.join(result.timers)}.")
+
+
+@systemd_app.command("status")
+def systemd_status(json_out: JsonOpt = False) -> None:
+    """The timers' last and next runs and the last result of each service."""
+    from dataclasses import asdict
+
+    from estore_ops.deploy import status
+
+    out = _output(json_out)
+    rows = status()
+    if json_out:
+        out.json([asdict(r) | {"ok": r.ok, "running": r.running} for r in rows])
+        return
+    if not rows:
+        out.line("No estore-ops timers installed (run `estore-ops systemd install`).")
+        return
+    out.table("estore-ops timers", ["Timer", "Last run", "Next run", "Last result", "Exit"], [
+        [r.timer, r.last_run or "never", r.next_run or "-", "running" if r.running else (r.last_result or "-"), r.exit_status]
+        for r in rows
+    ])
 
 
 @app.command()
