@@ -474,6 +474,26 @@ def alert_unit_failure(unit: Annotated[str, typer.Argument(help="The failed syst
     _output().line("Alert sent." if sent else "Alert not sent (deduplicated or no notifier); see the log.")
 
 
+@app.command()
+def doctor(json_out: JsonOpt = False) -> None:
+    """Check each configured backend (landing, state, warehouse, dbt profile) and say how to fix failures."""
+    from dataclasses import asdict
+
+    from estore_ops.doctor import run_doctor
+
+    rt = _runtime()
+    out = _output(json_out)
+    checks = run_doctor(rt.settings)
+    if json_out:
+        out.json([asdict(c) for c in checks])
+    else:
+        out.table("Doctor", ["Check", "Result", "Detail", "Fix"],
+                  [[c.name, "ok" if c.ok else "FAIL", c.detail, "" if c.ok else c.fix] for c in checks])
+    failed = [c.name for c in checks if not c.ok]
+    if failed:
+        raise JobFailedError(f"doctor: {', '.join(failed)} failed" if not json_out else "")
+
+
 # -- deployment ---------------------------------------------------------------------------------
 
 

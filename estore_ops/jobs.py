@@ -81,7 +81,7 @@ def _dbt(rt: Runtime, command: str, **options: Any) -> DbtRunResult:
     try:
         warehouse.ensure_raw_table()  # models over an empty table build empty, not fail
         target = warehouse.dbt_target(rt.settings)
-        raw_schema = getattr(warehouse, "raw_schema", "raw")
+        raw_schema = warehouse.raw_schema
     finally:
         warehouse.close()  # DuckDB allows one writer: dbt opens the file itself
     project = Path(rt.settings.dbt_project_dir) if rt.settings.dbt_project_dir else default_project_dir()

@@ -11,6 +11,7 @@ An implementation must:
 - `rows_by_file()`: row count per `_source_file` (checks, `cursor show`, drills).
 - `query(sql)`: run a read-only query and return rows (demo summaries, tests).
 - `dbt_target(settings)`: the dbt profile target (a dict) that points dbt at this warehouse.
+- `raw_schema`: the schema (BigQuery dataset) holding the raw table, passed to dbt's source.
 - `close()`: release connections (DuckDB allows one writer: dbt needs the file free).
 Each file's `header` (the column names in file order, already checked) lets loaders map columns
 by name when a file has its columns in another order.
@@ -46,6 +47,7 @@ class FileOutcome:
 
 class Warehouse(abc.ABC):
     url: str
+    raw_schema: str = "raw"  # where raw.events lives (BigQuery: the dataset); dbt's source schema
 
     @abc.abstractmethod
     def ensure_raw_table(self) -> None: ...

@@ -1,0 +1,238 @@
+"""One contract for every warehouse: DuckDB (a temp file) and BigQuery (on bqemulator, reading gs://
+objects that fake-gcs-server stored). See the docstring of estore_ops.warehouses.base.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from estore_ops import schema
+from estore_ops.stores.base import ObjectStore
+from estore_ops.stores.local import LocalFolderStore
+from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
+from estore_ops.warehouses.duckdb import DuckDBWarehouse
+from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs, gcs_bucket  # noqa: F401 - fixtures
+from tests.helpers import HEADER, event_lines
+
+BIG_CATEGORY = 2053013552326770905
+
+
+@dataclasses.dataclass
+class Rig:
+    warehouse: Warehouse
+    store: ObjectStore
+    table: str  # how SQL names the raw table
+    kind: str
+
+    def put(self, name: str, lines: Sequence[str], header: str = HEADER) -> None:
+        data = ("\n".join([header, *lines]) + "\n").encode()
+        if name.endswith(".gz"):
+            data = gzip.compress(data, mtime=0)
+        self.store.write(name, data)
+
+    def item(self, name: str, header: Sequence[str] = schema.SOURCE_COLUMN_NAMES) -> LoadItem:
+        return LoadItem(self.store.stat(name), tuple(header))
+
+    def load(self, *names: str) -> dict[str, FileOutcome]:
+        outcomes = list(self.warehouse.load([self.item(n) for n in names], self.store))
+        assert sorted(o.name for o in outcomes) == sorted(names)  # one outcome per file, always
+        return {o.name: o for o in outcomes}
+
+
+@pytest.fixture(params=["duckdb", pytest.param("bigquery", marks=pytest.mark.gcp)])
+def rig(request: pytest.FixtureRequest, tmp_path) -> Rig:
+    if request.param == "duckdb":
+        wh = DuckDBWarehouse(f"duckdb:///{tmp_path}/warehouse.duckdb", work_dir=tmp_path / "work")
+        request.addfinalizer(wh.close)
+        return Rig(wh, LocalFolderStore(tmp_path / "landing"), f"{schema.RAW_SCHEMA}.{schema.RAW_TABLE}", "duckdb")
+    return _bigquery_rig(request)
+
+
+def _bigquery_rig(request: pytest.FixtureRequest) -> Rig:
+    from estore_ops.warehouses.bigquery import BigQueryWarehouse
+
+    gcs = request.getfixturevalue("fake_gcs")
+    bq = request.getfixturevalue("bq_emulator")
+    dataset = request.getfixturevalue("bq_dataset")
+    store = gcs.store(f"gs://{request.getfixturevalue('gcs_bucket')}/landing")
+    wh = BigQueryWarehouse.from_url(bq.url(dataset), client=bq.client())
+    wh.retry_attempts, wh.retry_max_seconds = 3, 10.0
+    return Rig(wh, store, f"`{bq.project}.{dataset}.{schema.RAW_TABLE}`", "bigquery")
+
+
+@pytest.fixture
+def bq_rig(request: pytest.FixtureRequest) -> Rig:
+    return _bigquery_rig(request)
+
+
+def lineage(rig: Rig) -> dict[str, tuple[int, int, Any]]:
+    rows = rig.warehouse.query(
+        f"SELECT _source_file, MIN(_source_generation), MAX(_source_generation), COUNT(*), MIN(_loaded_at) "
+        f"FROM {rig.table} GROUP BY _source_file"
+    )
+    out = {}
+    for name, gmin, gmax, count, loaded_at in rows:
+        assert gmin == gmax, f"{name} has rows of two generations"
+        out[name] = (int(gmin), int(count), loaded_at)
+    return out
+
+
+def test_ensure_raw_table_is_idempotent(rig: Rig) -> None:
+    rig.warehouse.ensure_raw_table()
+    rig.warehouse.ensure_raw_table()
+    assert rig.warehouse.rows_by_file() == {}
+
+
+def test_load_two_files_with_lineage_and_utc_times(rig: Rig) -> None:
+    rig.warehouse.ensure_raw_table()
+    rig.put("2019/a.csv", event_lines(5))
+    rig.put("2019/b.csv.gz", event_lines(7, start=100, day=2))
+    outcomes = rig.load("2019/a.csv", "2019/b.csv.gz")
+    assert all(o.ok for o in outcomes.values()), outcomes
+    assert outcomes["2019/a.csv"].rows == 5 and outcomes["2019/b.csv.gz"].rows == 7
+    assert rig.warehouse.rows_by_file() == {"2019/a.csv": 5, "2019/b.csv.gz": 7}
+
+    found = lineage(rig)
+    assert found["2019/a.csv"][0] == rig.store.stat("2019/a.csv").generation
+    assert found["2019/b.csv.gz"][0] == rig.store.stat("2019/b.csv.gz").generation
+    assert all(isinstance(v[2], datetime) for v in found.values())  # _loaded_at set
+
+    (first, last, category, price, brand), = rig.warehouse.query(
+        f"SELECT MIN(event_time), MAX(event_time), MIN(category_id), MIN(price), MIN(brand) FROM {rig.table} "
+        "WHERE _source_file = '2019/a.csv'"
+    )
+    # '2019-10-01 00:00:00 UTC' is that instant in UTC, whatever the zone of the machine.
+    assert first.astimezone(timezone.utc) == datetime(2019, 10, 1, 0, 0, 0, tzinfo=timezone.utc)
+    assert last.astimezone(timezone.utc) == datetime(2019, 10, 1, 0, 0, 4, tzinfo=timezone.utc)
+    assert category == BIG_CATEGORY and price == 10.5 and brand == "samsung"
+
+
+def test_reloading_the_same_version_replaces_rows(rig: Rig) -> None:
+    rig.put("r/a.csv", event_lines(4))
+    assert rig.load("r/a.csv")["r/a.csv"].ok
+    again = rig.load("r/a.csv")["r/a.csv"]
+    assert again.ok and again.rows == 4
+    assert rig.warehouse.rows_by_file() == {"r/a.csv": 4}
+
+
+def test_rewritten_file_replaces_its_rows(rig: Rig) -> None:
+    rig.put("w/a.csv", event_lines(6))
+    rig.put("w/other.csv", event_lines(2))
+    assert all(o.ok for o in rig.load("w/a.csv", "w/other.csv").values())
+    first_generation = rig.store.stat("w/a.csv").generation
+    rig.put("w/a.csv", event_lines(3, start=50))  # a new version, fewer rows
+    assert rig.store.stat("w/a.csv").generation > first_generation
+    outcome = rig.load("w/a.csv")["w/a.csv"]
+    assert outcome.ok and outcome.rows == 3
+    assert rig.warehouse.rows_by_file() == {"w/a.csv": 3, "w/other.csv": 2}
+    assert lineage(rig)["w/a.csv"][0] == rig.store.stat("w/a.csv").generation
+
+
+def test_bad_value_fails_only_that_file(rig: Rig) -> None:
+    rig.put("b/good.csv", event_lines(3))
+    bad = event_lines(3)
+    bad[1] = bad[1].replace(",view,1001,", ",view,not-a-number,")
+    rig.put("b/bad.csv", bad)
+    outcomes = rig.load("b/good.csv", "b/bad.csv")
+    assert outcomes["b/good.csv"].ok and outcomes["b/good.csv"].rows == 3
+    failed = outcomes["b/bad.csv"]
+    assert not failed.ok and not failed.retryable and failed.rows == 0
+    assert "b/bad.csv" in failed.error and ("not-a-number" in failed.error or "product_id" in failed.error)
+    assert rig.warehouse.rows_by_file() == {"b/good.csv": 3}  # nothing of the bad file, not even its good lines
+
+
+def test_file_changed_while_loading_is_not_committed(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig.put("c/a.csv", event_lines(3))
+    item = rig.item("c/a.csv")
+    real_stat = rig.store.stat
+    # The loader's re-check sees a newer generation, as if the object was rewritten mid-load.
+    monkeypatch.setattr(rig.store, "stat", lambda name: dataclasses.replace(real_stat(name), generation=real_stat(name).generation + 1))
+    (outcome,) = list(rig.warehouse.load([item], rig.store))
+    assert not outcome.ok and outcome.retryable and "changed while it was loading" in outcome.error
+    assert rig.warehouse.rows_by_file() == {}
+
+
+def test_columns_in_another_order_load_by_name(rig: Rig) -> None:
+    names = list(schema.SOURCE_COLUMN_NAMES)
+    names[0], names[1] = names[1], names[0]  # event_type first
+    lines = []
+    for line in event_lines(2):
+        cells = line.split(",")
+        cells[0], cells[1] = cells[1], cells[0]
+        lines.append(",".join(cells))
+    rig.put("o/swapped.csv", lines, header=",".join(names))
+    (outcome,) = list(rig.warehouse.load([rig.item("o/swapped.csv", header=names)], rig.store))
+    assert outcome.ok, outcome.error
+    (event_type, first), = rig.warehouse.query(f"SELECT MIN(event_type), MIN(event_time) FROM {rig.table}")
+    assert event_type == "view" and first.astimezone(timezone.utc) == datetime(2019, 10, 1, tzinfo=timezone.utc)
+
+
+# -- BigQuery only --------------------------------------------------------------------------------
+def _estore_jobs(client: Any) -> set[str]:
+    return {j.job_id for j in client.list_jobs(max_results=100_000) if j.job_id.startswith("estore_")}
+
+
+@pytest.mark.gcp
+def test_bigquery_same_version_twice_reuses_its_jobs(bq_rig: Rig) -> None:
+    rig = bq_rig
+    rig.put("j/a.csv", event_lines(4))
+    rig.put("j/b.csv", event_lines(2))
+    before = _estore_jobs(rig.warehouse.client)
+    first = rig.load("j/a.csv", "j/b.csv")
+    assert all(o.ok for o in first.values())
+    jobs = _estore_jobs(rig.warehouse.client)
+    new = jobs - before
+    assert sum(j.startswith("estore_load_") for j in new) == 2, new  # one load job per file version
+    assert sum(j.startswith("estore_commit_") for j in new) == 1, new  # one MERGE for the tick
+
+    second = rig.load("j/a.csv", "j/b.csv")  # e.g. a crash before the state was saved
+    assert all(o.ok for o in second.values()) and second["j/a.csv"].rows == 4
+    assert _estore_jobs(rig.warehouse.client) == jobs  # no second load or commit job
+    assert rig.warehouse.rows_by_file() == {"j/a.csv": 4, "j/b.csv": 2}
+
+
+@pytest.mark.gcp
+def test_bigquery_commit_rerun_when_rows_vanished(bq_rig: Rig) -> None:
+    """A reused commit job whose rows are gone (table truncated, cursor reset) runs again under a new id."""
+    rig = bq_rig
+    rig.put("v/a.csv", event_lines(3))
+    assert rig.load("v/a.csv")["v/a.csv"].ok
+    before = _estore_jobs(rig.warehouse.client)
+    rig.warehouse.query(f"DELETE FROM {rig.table} WHERE TRUE")
+    outcome = rig.load("v/a.csv")["v/a.csv"]
+    assert outcome.ok and outcome.rows == 3
+    assert rig.warehouse.rows_by_file() == {"v/a.csv": 3}
+    new = _estore_jobs(rig.warehouse.client) - before
+    # The load job was reused; the reused commit job failed the row check, so `_r1` ran.
+    assert len(new) == 1 and next(iter(new)).startswith("estore_commit_") and next(iter(new)).endswith("_r1"), new
+
+
+@pytest.mark.gcp
+def test_bigquery_from_a_local_landing_folder(fake_gcs, bq_emulator, bq_dataset, tmp_path) -> None:  # noqa: F811
+    """Mixed configuration: the file is streamed from disk (load_table_from_file)."""
+    from estore_ops.warehouses.bigquery import BigQueryWarehouse
+
+    store = LocalFolderStore(tmp_path / "landing")
+    wh = BigQueryWarehouse.from_url(bq_emulator.url(bq_dataset), client=bq_emulator.client())
+    rig = Rig(wh, store, f"`{bq_emulator.project}.{bq_dataset}.events`", "bigquery")
+    rig.put("local/a.csv", event_lines(5))
+    outcome = rig.load("local/a.csv")["local/a.csv"]
+    assert outcome.ok and outcome.rows == 5
+    assert wh.rows_by_file() == {"local/a.csv": 5}
+
+
+def test_bigquery_dbt_target_shapes() -> None:
+    from estore_ops.warehouses.bigquery import BigQueryWarehouse
+
+    emu = BigQueryWarehouse.from_url("bigquery://p/d?api_endpoint=http://127.0.0.1:9050&location=EU").dbt_target(None)
+    assert emu["method"] == "oauth-secrets" and emu["token"] and emu["api_endpoint"] == "http://127.0.0.1:9050"
+    assert (emu["project"], emu["dataset"], emu["location"], emu["threads"]) == ("p", "d", "EU", 4)
+    key = BigQueryWarehouse.from_url("bigquery://p/d?keyfile=/etc/estore/sa.json").dbt_target(None)
+    assert key["method"] == "service-account" and key["keyfile"] == "/etc/estore/sa.json" and "location" not in key
+    assert BigQueryWarehouse.from_url("bigquery://p/d").dbt_target(None)["method"] == "oauth"
