@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -21,7 +20,7 @@ _debug = False
 class EstoreGroup(TyperGroup):
     """Turns library errors into one clear line on stderr and the documented exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except EstoreError as exc:
@@ -30,10 +29,10 @@ class EstoreGroup(TyperGroup):
             from estore_ops.redact import redact
 
             if not isinstance(exc, JobFailedError) or str(exc):
-                click.echo(redact(f"error: {exc}"), err=True)
+                typer.echo(redact(f"error: {exc}"), err=True)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            typer.echo("interrupted", err=True)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
 
