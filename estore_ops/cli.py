@@ -312,7 +312,7 @@ def generate(
 
     rt = _runtime()
     out = _output(json_out)
-    folder = Path(dest) if dest else rt.landing.local_path("x").parent if rt.landing.local_path("x") else None
+    folder = Path(dest) if dest else rt.landing.local_root
     if folder is None:
         raise ConfigError("generate writes to a local folder: pass --dest FOLDER (the landing area is not local).")
     written = generate_files(folder, months=months, rows_per_month=rows, users=users, seed=seed, gzip_from=gzip_from)

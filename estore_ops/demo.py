@@ -15,10 +15,9 @@ DEMO_USERS = 6_000
 
 
 def run_demo(rt: Runtime, out: Output) -> None:
-    folder = rt.landing.local_path("probe.csv")
+    folder = rt.landing.local_root
     if folder is None:
         raise ConfigError("The demo writes sample files into a local landing folder; unset ESTORE_LANDING / --landing.")
-    folder = folder.parent
 
     out.line(f"1. Sample REES46-style event files in {folder}", style="bold")
     written = generate_files(folder, months=DEMO_MONTHS, rows_per_month=DEMO_ROWS, users=DEMO_USERS)

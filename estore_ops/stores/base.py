@@ -14,7 +14,8 @@ An implementation must:
   else `PreconditionFailedError`. Returns the new generation. This is what makes the state
   document a compare-and-swap register.
 - `delete(name, if_generation_match)`: remove, with the same precondition rule.
-- `local_path(name)`: a filesystem path for zero-copy reads when the store is local, else None.
+- `local_path(name)`: a filesystem path for zero-copy reads when the store is local, else None
+  (and `local_root`, the folder itself).
 - `uri(name)`: where the object lives, for messages and for warehouses that read it themselves.
 Names that escape the root are refused with `UnsafeNameError`.
 """
@@ -72,6 +73,11 @@ class ObjectStore(abc.ABC):
     def delete(self, name: str, if_generation_match: int | None = None) -> None: ...
 
     def local_path(self, name: str) -> Path | None:
+        return None
+
+    @property
+    def local_root(self) -> Path | None:
+        """The folder behind the store when it is local (sample data is written there), else None."""
         return None
 
     @abc.abstractmethod

@@ -135,6 +135,10 @@ class LocalFolderStore(ObjectStore):
     def local_path(self, name: str) -> Path:
         return self._path(name)
 
+    @property
+    def local_root(self) -> Path:
+        return self.root
+
     def uri(self, name: str = "") -> str:
         return str(self.root / name) if name else str(self.root)
 
