@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from estore_ops.errors import CorruptStateError, ObjectNotFoundError, PreconditionFailedError, StateConflictError
+from estore_ops.state import backoff
 from estore_ops.stores.base import ObjectStore
 
 T = TypeVar("T")
@@ -30,12 +31,12 @@ class JsonDocument:
 
     def update(self, change: Callable[[Any], T], attempts: int = 20) -> T:
         """Apply `change` to the current content (in place or by returning nothing) and save it."""
-        for _ in range(attempts):
+        for attempt in range(attempts):
             doc, generation = self.read()
             result = change(doc)
             try:
                 self.store.write(self.name, json.dumps(doc, default=str).encode(), if_generation_match=generation)
                 return result
             except PreconditionFailedError:
-                continue
+                backoff(attempt)
         raise StateConflictError(f"{self.store.uri(self.name)} kept changing under {attempts} update attempts.")

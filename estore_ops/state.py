@@ -17,6 +17,8 @@ with `if_generation_match`: a concurrent writer gets StateConflictError, never a
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -223,13 +225,13 @@ class StateStore:
 
     def update(self, change: Callable[[IngestState], Any], attempts: int = 20) -> tuple[Snapshot, Any]:
         """Read-modify-write with retries on conflict: `change` is re-applied to the fresh state."""
-        for _ in range(attempts):
+        for attempt in range(attempts):
             snap = self.read()
             result = change(snap.state)
             try:
                 return self.save(snap, snap.state), result
             except StateConflictError:
-                continue
+                backoff(attempt)
         raise StateConflictError(
             f"The state document {self.location} kept changing under {attempts} attempts to update it; "
             "is another estore-ops writing without the run lock? Check `estore-ops lock show`."
@@ -263,6 +265,11 @@ class StateStore:
         state = IngestState()
         generation = self.store.write(self.name, state.to_bytes(), if_generation_match=current)
         return Snapshot(state, generation)
+
+
+def backoff(attempt: int) -> None:
+    """Random, growing pause after a lost compare-and-swap, so one writer cannot starve another."""
+    time.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.25)))
 
 
 def _parses(raw: bytes) -> bool:
