@@ -360,6 +360,16 @@ def snapshot(
         raise JobFailedError("")
 
 
+@app.command()
+def report(json_out: JsonOpt = False) -> None:
+    """Headline results from the marts: RFM segments, conversion funnel, churn by cohort."""
+    from estore_ops import jobs
+    from estore_ops.render import render_headline
+
+    rt = _runtime()
+    render_headline(_output(json_out), jobs.report(rt))
+
+
 # -- unattended operation -----------------------------------------------------------------------
 
 

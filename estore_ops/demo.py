@@ -6,11 +6,12 @@ from estore_ops import jobs
 from estore_ops.errors import ConfigError, JobFailedError
 from estore_ops.generate import generate_files
 from estore_ops.output import Output
-from estore_ops.render import render_load
+from estore_ops.render import render_dbt, render_headline, render_load
 from estore_ops.runtime import Runtime
 
-DEMO_MONTHS = 3
-DEMO_ROWS = 60_000
+# Six months, so the churn metric (first purchases at least 90 days before the last one) has cohorts.
+DEMO_MONTHS = 6
+DEMO_ROWS = 50_000
 DEMO_USERS = 6_000
 
 
@@ -46,3 +47,21 @@ def run_demo(rt: Runtime, out: Output) -> None:
         wh.close()
     out.table("raw.events by source file", ["File", "Rows", "From", "To", "Users"],
               [[f, out.num(n), a, b, out.num(u)] for f, n, a, b, u in rows])
+
+    out.line("4. Transform: dbt build of the models and their tests", style="bold")
+    rt = rt.next_run()
+    built = jobs.transform(rt)
+    render_dbt(out, built, rt.run_id)
+    if not built.ok:
+        raise JobFailedError("The demo transform failed; see the failing nodes above.")
+
+    out.line("5. Snapshot: SCD2 history of RFM segments and user statuses", style="bold")
+    rt = rt.next_run()
+    snapped = jobs.snapshot(rt)
+    render_dbt(out, snapped, rt.run_id)
+    if not snapped.ok:
+        raise JobFailedError("The demo snapshot failed; see above.")
+
+    out.line("6. Headline results", style="bold")
+    render_headline(out, jobs.report(rt))
+    out.line(f"Done. Warehouse: {rt.settings.warehouse}. Try `estore-ops runs`, `estore-ops cursor show`, `estore-ops health`.")

@@ -246,6 +246,17 @@ def run_detail(rt: Runtime, run_id: str) -> RunRecord:
     return RunHistory(rt.state_backend, rt.settings.runs_keep).get(run_id)
 
 
+def report(rt: Runtime) -> dict[str, list[dict[str, Any]]]:
+    """The headline results from the built marts (RFM segments, funnel, churn)."""
+    from estore_ops.reports import headline
+
+    warehouse = rt.warehouse(read_only=True)
+    try:
+        return headline(warehouse)
+    finally:
+        warehouse.close()
+
+
 def alert_test(rt: Runtime) -> str:
     """Send a test message through the configured notifier; raises NotifyError if it fails."""
     import socket

@@ -100,3 +100,30 @@ def render_dbt(out: Output, result: DbtRunResult, run_id: str) -> None:
         out.line(f"FAILED {n.kind} {n.name}: {n.message}", style="red")
     if result.error and not result.failed_nodes:
         out.line(f"FAILED {result.error}", style="red")
+
+
+def render_headline(out: Output, data: dict[str, list[dict[str, Any]]]) -> None:
+    """The three headline tables: RFM segments, conversion funnel, churn."""
+    if out.json_mode:
+        out.json(data)
+        return
+
+    def pct(value: float | None) -> str:
+        return "" if value is None else f"{100 * value:.1f}%"
+
+    out.table("RFM segments (purchasers)", ["Segment", "Customers", "Customer share", "Revenue", "Revenue share"], [
+        [r["segment"], out.num(r["customers"]), pct(r["customer_share"]), f"{r['revenue']:,.2f}", pct(r["revenue_share"])]
+        for r in data["rfm_segments"]
+    ], keys=["segment", "customers", "customer_share", "revenue", "revenue_share"])
+    f = data["funnel"][0] if data["funnel"] else None
+    if f:
+        out.table("Conversion funnel (sessions)", ["Stage", "Sessions", "Of all sessions", "Of previous stage"], [
+            ["all sessions", out.num(f["sessions"]), "100.0%", ""],
+            ["viewed", out.num(f["viewed"]), pct(f["view_rate"]), pct(f["view_rate"])],
+            ["added to cart", out.num(f["carted"]), pct(f["cart_rate"]), pct(f["view_to_cart_rate"])],
+            ["purchased", out.num(f["purchased"]), pct(f["purchase_rate"]), pct(f["cart_to_purchase_rate"])],
+        ], keys=["stage", "sessions", "of_all", "of_previous"])
+    out.table("Churn by first-purchase cohort", ["Cohort", "Customers", "Churned", "Churn rate", "From", "To"], [
+        [r["cohort"], out.num(r["customers"]), out.num(r["churned"]), pct(r["churn_rate"]), r["cohort_start"], r["cohort_end"]]
+        for r in data["churn"]
+    ], keys=["cohort", "customers", "churned", "churn_rate", "from", "to"])

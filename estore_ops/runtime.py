@@ -39,5 +39,13 @@ class Runtime:
     def work_dir(self) -> Path:
         return Path(self.settings.work_dir)
 
+    def next_run(self) -> Runtime:
+        """The same settings under a new run id: one id per job in a multi-step flow."""
+        from estore_ops.logs import set_run_id
+
+        fresh = Runtime(self.settings)
+        set_run_id(fresh.run_id)
+        return fresh
+
     def warehouse(self, read_only: bool = False) -> Warehouse:
         return open_warehouse(self.settings.warehouse, work_dir=self.work_dir, read_only=read_only)
