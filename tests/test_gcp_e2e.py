@@ -82,3 +82,33 @@ def test_bad_file_fails_alone_and_is_reported(ws: Workspace, cloud) -> None:
     assert warehouse.rows_by_file() == {"good.csv": 3}
     show = json.loads(ws.cli("cursor", "show", "--json").stdout)
     assert show["counts"]["loaded"] == 1 and show["counts"]["failed"] == 1
+
+
+FIXTURES = __import__("pathlib").Path(__file__).resolve().parent / "fixtures" / "dbt"
+
+
+def test_transform_and_snapshot_through_dbt_bigquery(ws: Workspace, cloud) -> None:
+    """The same dbt project, through the CLI, on the BigQuery target generated from the URL."""
+    landing, _, warehouse = cloud
+    landing.write("events_load1.csv", (FIXTURES / "events_load1.csv").read_bytes())
+    assert ws.cli("load").exit_code == 0
+
+    built = ws.cli("transform", "--json")
+    assert built.exit_code == 0, built.output
+    report = json.loads(built.stdout)
+    assert report["ok"] and report["counts"].get("error", 0) == 0 and report["counts"].get("fail", 0) == 0
+    assert {n["name"] for n in report["nodes"] if n["kind"] == "model"} >= {"stg_events", "fct_events", "fct_sessions", "dim_users", "dim_user_rfm", "metrics_churn"}
+    events = warehouse.query(f"SELECT count(*) FROM `{warehouse.project}.marts.fct_events`")[0][0]
+    assert events > 0
+
+    snap = ws.cli("snapshot", "--json")
+    assert snap.exit_code == 0, snap.output
+    rfm_rows = warehouse.query(f"SELECT count(*) FROM `{warehouse.project}.snapshots.snap_user_rfm` WHERE dbt_valid_to IS NULL")[0][0]
+    assert rfm_rows == warehouse.query(f"SELECT count(*) FROM `{warehouse.project}.marts.dim_user_rfm`")[0][0] > 0
+
+    # A second load, then an incremental build: new events arrive without duplicates.
+    landing.write("events_load2.csv", (FIXTURES / "events_load2_2020-02-02.csv").read_bytes())
+    assert ws.cli("load").exit_code == 0
+    assert ws.cli("transform").exit_code == 0
+    after = warehouse.query(f"SELECT count(*), count(DISTINCT event_id) FROM `{warehouse.project}.marts.fct_events`")[0]
+    assert after[0] == after[1] > events
