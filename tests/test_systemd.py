@@ -467,3 +467,33 @@ def test_status_without_timers_is_empty():
     run = FakeSystemctl([(0, "[]")])
     assert status(run=run) == []
     assert len(run.calls) == 1
+
+
+def test_cli_dry_run_prints_units_that_verify_on_this_machine(layout):
+    """`estore-ops systemd install --dry-run`, as an operator runs it: real paths of this install."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from estore_ops.cli import app
+
+    result = CliRunner().invoke(app, [
+        "systemd", "install", "--dry-run", "--json", "--state-dir", str(layout["state"]), "--work-dir", str(layout["work"]),
+        "--env-file", str(layout["env_file"]), "--credential-file", str(layout["cred"]),
+        "--unit-dir", str(layout["root"] / "unit-dir"),
+    ])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["dry_run"] and not (layout["root"] / "unit-dir").exists()  # nothing written
+    assert any("enable" in cmd for cmd in plan["commands"])
+    units = {Path(p).name: text for p, text in plan["files"].items()}
+    from estore_ops.deploy import default_exe
+
+    exe = default_exe()
+    assert all(f"ExecStart={exe} " in text for name, text in units.items() if name.endswith(".service"))
+    folder = layout["root"] / "units"
+    paths = _write(units, folder)
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{folder}:", "SYSTEMD_LOG_COLOR": "0"}
+    proc = subprocess.run([_analyze(), "verify", "--man=no", *map(str, paths)], capture_output=True, text=True,
+                          env=env, cwd=folder, timeout=60)
+    assert proc.returncode == 0 and not proc.stderr.strip() and not proc.stdout.strip(), proc.stderr + proc.stdout
