@@ -30,13 +30,13 @@ class StopFlag:
     def __call__(self) -> bool:
         return self.event.is_set()
 
-    def install(self) -> None:
+    def install(self) -> dict[int, Any]:
+        """Route SIGTERM and SIGINT to this flag; returns the previous handlers."""
         def handler(signum: int, _frame: Any) -> None:
             self.signal_name = signal.Signals(signum).name
             self.event.set()
 
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
 def watch(
@@ -48,7 +48,22 @@ def watch(
 ) -> int:
     """Run ticks until stopped; returns the exit code (with --once: the tick's own outcome)."""
     stop = StopFlag()
-    stop.install()
+    previous = stop.install()
+    try:
+        return _loop(make_runtime, interval, once, on_tick, max_ticks, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _loop(
+    make_runtime: Callable[[], Runtime],
+    interval: float,
+    once: bool,
+    on_tick: Callable[[str, jobs.TickResult | None], None] | None,
+    max_ticks: int | None,
+    stop: StopFlag,
+) -> int:
     ticks = 0
     code = 0
     while not stop():
@@ -64,6 +79,10 @@ def watch(
             # Already recorded and alerted by the tracked job: keep going.
             result, code = None, int(exc.exit_code)
             line = f"tick {rt.run_id}: FAILED {redact(str(exc))}"
+        except Exception as exc:  # an unexpected error must not end the loop either
+            log.exception("tick %s crashed", rt.run_id)
+            result, code = None, 1
+            line = f"tick {rt.run_id}: FAILED {type(exc).__name__}: {redact(str(exc))}"
         log.info(line)
         if on_tick:
             on_tick(line, result)

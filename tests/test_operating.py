@@ -161,3 +161,28 @@ def test_secrets_never_appear_in_output_or_logs(ws: Workspace, monkeypatch: pyte
     for path in ws.state.glob("*"):
         if path.is_file():
             assert "SUPERSECRET" not in path.read_text(errors="replace")
+
+
+def test_watch_keeps_going_after_a_crashed_tick(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tick that raises something unexpected is recorded, and the loop carries on."""
+    from estore_ops import jobs
+    from estore_ops.config import load_settings
+    from estore_ops.runtime import Runtime
+    from estore_ops.watch import watch
+
+    calls = {"n": 0}
+    real_tick = jobs.ingest_tick
+
+    def flaky_tick(rt: Runtime, should_stop=None):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("disk on fire")
+        return real_tick(rt, should_stop)
+
+    monkeypatch.setattr(jobs, "ingest_tick", flaky_tick)
+    ws.add("a.csv", event_lines(3))
+    lines: list[str] = []
+    code = watch(lambda: Runtime(load_settings(env={}, cwd=ws.root)), interval=0, on_tick=lambda line, _r: lines.append(line), max_ticks=2)
+    assert calls["n"] == 2
+    assert "FAILED RuntimeError: disk on fire" in lines[0]
+    assert "1 file(s) loaded" in lines[1] and code == 0
