@@ -202,7 +202,7 @@ class BigQueryWarehouse(Warehouse):
             )
         if isinstance(exc, gexc.NotFound) and "not found: dataset" in str(exc).lower():
             return BackendError(
-                f"The BigQuery dataset {ds} does not exist. Create it with `terraform apply` in deploy/terraform "
+                f"The BigQuery dataset {ds} does not exist. Create it with `terraform apply` in terraform/ "
                 f"(or `bq mk --dataset {self.project}:{self.dataset}`), or fix the warehouse setting."
             )
         if isinstance(exc, (auth_exc.DefaultCredentialsError, auth_exc.RefreshError)):
