@@ -194,7 +194,7 @@ class GCSStore(ObjectStore):
                 return ObjectNotFoundError(f"{where} does not exist.")
             return BackendError(
                 f"The bucket gs://{self.bucket_name} does not exist (or this project cannot see it). "
-                f"Create it (`terraform apply` in deploy/terraform, or `gcloud storage buckets create gs://{self.bucket_name}`) "
+                f"Create it (`terraform apply` in terraform/, or `gcloud storage buckets create gs://{self.bucket_name}`) "
                 "or fix the location setting."
             )
         if isinstance(exc, (gexc.Forbidden, gexc.Unauthorized)):
