@@ -7,6 +7,7 @@ import gzip
 import zlib
 from dataclasses import dataclass
 
+from estore_ops.errors import ObjectNotFoundError
 from estore_ops.schema import SOURCE_COLUMN_NAMES
 from estore_ops.stores.base import ObjectInfo, ObjectStore
 
@@ -47,19 +48,32 @@ def check_header(store: ObjectStore, info: ObjectInfo) -> HeaderCheck:
         line = _first_line(store, info)
     except ValueError as exc:
         return HeaderCheck((), str(exc))
+    except ObjectNotFoundError:
+        return HeaderCheck(
+            (),
+            f"{info.name} disappeared from the landing area after the scan (renamed or deleted); nothing of it was "
+            "loaded. If it was renamed, it loads under its new name on the next run.",
+        )
     if line.startswith(b"\xef\xbb\xbf"):
         line = line[3:]  # UTF-8 byte order mark: harmless, DuckDB skips it too
     line = line.rstrip(b"\r")
     if not line.strip():
-        return HeaderCheck((), f"{info.name}, line 1: the header line is empty. The first line must be: {expected}.")
+        return HeaderCheck((), f"{info.name}, line 1: the header line is empty. The first line must be: {expected}. Fix the file and upload it again.")
     if len(line) >= _MAX_HEADER_BYTES:
-        return HeaderCheck((), f"{info.name}, line 1: no line break in the first 64 KiB, so this is not an event CSV header. Expected: {expected}.")
+        return HeaderCheck((), f"{info.name}, line 1: no line break in the first 64 KiB, so this is not an event CSV header. Expected: {expected}. "
+                           "Upload the events as a CSV file with one event per line.")
+    if line.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return HeaderCheck((), f"{info.name}, line 1: the file is UTF-16 text. Export it as UTF-8 CSV with the header: {expected}, and upload it again.")
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
-        return HeaderCheck((), f"{info.name}, line 1: the header is not UTF-8 text. Save the file as UTF-8 CSV with the header: {expected}.")
+        return HeaderCheck(
+            (),
+            f"{info.name}, line 1: the header is not UTF-8 text, so this is a binary file (not a CSV file) or text in "
+            f"another encoding. Upload the events as a UTF-8 CSV file with the header: {expected}.",
+        )
     if "\x00" in text:
-        return HeaderCheck((), f"{info.name}, line 1: the header contains NUL bytes; this is not a CSV text file.")
+        return HeaderCheck((), f"{info.name}, line 1: the header contains NUL bytes; this is not a CSV text file. Upload the events as a UTF-8 CSV file.")
     columns = tuple(c.strip() for c in next(csv.reader([text])))
     if len(columns) == 1:
         for sep in (";", "\t", "|"):
@@ -67,7 +81,7 @@ def check_header(store: ObjectStore, info: ObjectInfo) -> HeaderCheck:
                 return HeaderCheck(
                     columns,
                     f"{info.name}, line 1: the file looks {sep!r}-delimited; estore-ops reads comma-separated files. "
-                    f"Export it with ',' as the delimiter. Expected header: {expected}.",
+                    f"Export it with ',' as the delimiter and upload it again. Expected header: {expected}.",
                 )
     missing = [c for c in SOURCE_COLUMN_NAMES if c not in columns]
     extra = [c for c in columns if c not in SOURCE_COLUMN_NAMES]
@@ -76,10 +90,18 @@ def check_header(store: ObjectStore, info: ObjectInfo) -> HeaderCheck:
     if missing:
         problems.append(f"missing column(s) {', '.join(missing)}")
     if extra:
-        problems.append(f"unexpected column(s) {', '.join(extra)}")
+        problems.append(f"unexpected column(s) {', '.join(c[:60] for c in extra[:10])}{', ...' if len(extra) > 10 else ''}")
     if duplicated:
         problems.append(f"duplicated column(s) {', '.join(duplicated)}")
     if problems:
+        if not set(columns) & set(SOURCE_COLUMN_NAMES):
+            looks = " (it starts like JSON)" if text.lstrip().startswith(("{", "[")) else ""
+            return HeaderCheck(
+                columns,
+                f"{info.name}, line 1: header has {'; '.join(problems)}. None of the expected columns is there, so this "
+                f"is not an event CSV file{looks}. Expected: {expected}. Upload the CSV export, or move this file out "
+                "of the landing area.",
+            )
         return HeaderCheck(
             columns,
             f"{info.name}, line 1: header has {'; '.join(problems)}. Expected: {expected}. "

@@ -17,15 +17,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from estore_ops.errors import ConfigError, ObjectNotFoundError
+from estore_ops.errors import ConfigError, ObjectNotFoundError, TransientBackendError
 from estore_ops.faults import fault_point
 from estore_ops.header import check_header
+from estore_ops import retry
+from estore_ops.retry import retry_call
 from estore_ops.state import FAILED, LOADED, QUARANTINED, IngestState, StateStore
 from estore_ops.stores.base import ObjectInfo, ObjectStore, is_csv_name
 from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
 
 # Loaded records kept in full in the state document; older ones fold into the watermark.
 KEEP_RECORDS = 2000
+# Rounds in which files whose load failed transiently (nothing kept, file unchanged) are tried again.
+WAREHOUSE_RETRY_ROUNDS = 5
 # Only files at least this much older than the newest listed file fold into the watermark, so a
 # file whose upload finished late (listed after a newer one) is never hidden by it.
 SETTLE_MARGIN_US = 3600 * 1_000_000
@@ -91,12 +95,17 @@ def classify(info: ObjectInfo, state: IngestState, max_attempts: int) -> Pending
     return PendingFile(info, RETRY, rec.attempts + 1, max_attempts)
 
 
+def _list_csv(landing: ObjectStore, prefix: str) -> list[ObjectInfo]:
+    """The landing listing, retried as a whole on a transient error (a page can fail midway)."""
+    return retry_call(lambda: list(landing.list_csv(prefix)), what=f"list {landing.uri(prefix)}")
+
+
 def scan(landing: ObjectStore, state: IngestState, max_attempts: int, prefix: str = "") -> ScanResult:
     pending: list[PendingFile] = []
     quarantined: list[ObjectInfo] = []
     listed = settled = 0
     newest = 0
-    for info in landing.list_csv(prefix):
+    for info in _list_csv(landing, prefix):
         listed += 1
         newest = max(newest, info.generation)
         verdict = classify(info, state, max_attempts)
@@ -182,7 +191,7 @@ def plan_load(
             if not is_csv_name(name):
                 raise ConfigError(f"--file {name}: only .csv and .csv.gz files are loaded.")
             try:
-                info = landing.stat(name)
+                info = retry_call(landing.stat, name, what=f"stat {landing.uri(name)}")
             except ObjectNotFoundError:
                 raise ConfigError(f"--file {name}: no such file in the landing area {landing.uri()}.") from None
             verdict = classify(info, state, max_attempts)
@@ -201,7 +210,7 @@ def plan_load(
         seen = {p.info.name for p in chosen}
         forced = [
             PendingFile(info, FORCED, 1, max_attempts)
-            for info in landing.list_csv(prefix)
+            for info in _list_csv(landing, prefix)
             if info.name not in seen
         ]
         chosen = sorted(chosen + forced, key=lambda p: (p.info.generation, p.info.name))
@@ -242,7 +251,7 @@ def load_files(
 
     items: list[LoadItem] = []
     for pending in planned:
-        header = check_header(landing, pending.info)
+        header = retry_call(check_header, landing, pending.info, what=f"read the header of {landing.uri(pending.info.name)}")
         if header.ok:
             items.append(LoadItem(pending.info, header.columns))
         else:
@@ -252,13 +261,34 @@ def load_files(
             if on_file:
                 on_file(outcome)
 
-    for outcome in warehouse.load(items, landing):
-        _record(state_store, outcome, run_id, max_attempts)
-        result.outcomes.append(outcome)
-        if on_file:
-            on_file(outcome)
-        if should_stop and should_stop():
-            break  # closes the warehouse's generator: no further file is started
+    by_name = {item.info.name: item for item in items}
+    stopped = False
+    for round_ in range(WAREHOUSE_RETRY_ROUNDS + 1):
+        again: list[LoadItem] = []
+        reported: set[str] = set()
+        try:
+            for outcome in warehouse.load(items, landing):
+                reported.add(outcome.name)
+                if _retry_later(outcome, by_name, landing) and round_ < WAREHOUSE_RETRY_ROUNDS:
+                    again.append(by_name[outcome.name])  # a transient warehouse failure: nothing was kept
+                    continue
+                _record(state_store, outcome, run_id, max_attempts)
+                result.outcomes.append(outcome)
+                if on_file:
+                    on_file(outcome)
+                if should_stop and should_stop():
+                    stopped = True
+                    break  # closes the warehouse's generator: no further file is started
+        except TransientBackendError:
+            # The warehouse failed between files (e.g. creating the table): the files it did not
+            # report are untouched; try them in the next round.
+            if round_ >= WAREHOUSE_RETRY_ROUNDS:
+                raise
+            again += [item for item in items if item.info.name not in reported]
+        if stopped or not again:
+            break
+        time.sleep(min(retry.MAX_WAIT, retry.INITIAL_WAIT * 2 ** (round_ + 2)))
+        items = again
 
     if full_scan is not None:
         # Fold old loaded records only when the whole landing area was scanned, and never past
@@ -268,6 +298,17 @@ def load_files(
         state_store.update(lambda st: st.compact(KEEP_RECORDS, bound))
     result.seconds = time.monotonic() - started
     return result
+
+
+def _retry_later(outcome: FileOutcome, by_name: dict[str, LoadItem], landing: ObjectStore) -> bool:
+    """A retryable failure of a file that did not change: worth another try in this run."""
+    if outcome.ok or not outcome.retryable:
+        return False
+    try:
+        now = retry_call(landing.stat, outcome.name, what=f"stat {landing.uri(outcome.name)}")
+    except ObjectNotFoundError:
+        return False
+    return now.generation == by_name[outcome.name].info.generation
 
 
 def _record(state_store: StateStore, outcome: FileOutcome, run_id: str, max_attempts: int) -> None:

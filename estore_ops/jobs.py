@@ -11,6 +11,7 @@ from estore_ops import health, ingest
 from estore_ops.history import RunRecord
 from estore_ops.errors import ConfigError, CorruptStateError
 from estore_ops.ingest import LoadResult, PendingFile, ScanResult
+from estore_ops.retry import retry_call
 from estore_ops.runtime import Runtime
 from estore_ops.state import Snapshot
 from estore_ops.tracking import run_lock, tracked_job
@@ -45,7 +46,7 @@ def _load(
     finally:
         warehouse.close()
     if result.loaded:
-        health.mark_data_loaded(rt.state_backend, rt.run_id)
+        retry_call(health.mark_data_loaded, rt.state_backend, rt.run_id, what="mark data loaded")
     return result
 
 

@@ -18,10 +18,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from estore_ops.errors import LockHeldError, ObjectNotFoundError, PreconditionFailedError
+from estore_ops.errors import BackendError, LockHeldError, ObjectNotFoundError, PreconditionFailedError
+from estore_ops.logs import get_logger
+from estore_ops.retry import retry_call
 from estore_ops.stores.base import ObjectStore
 
 LOCK_NAME = "run.lock"
+log = get_logger("lock")
 
 
 @dataclass
@@ -76,7 +79,7 @@ def _boot_id() -> str:
 
 def read_lock(store: ObjectStore) -> tuple[LockInfo, int] | None:
     try:
-        raw, generation = store.read(LOCK_NAME)
+        raw, generation = retry_call(store.read, LOCK_NAME, what=f"read {store.uri(LOCK_NAME)}")
     except ObjectNotFoundError:
         return None
     try:
@@ -121,12 +124,17 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         try:
-            self.generation = self.store.write(LOCK_NAME, self._document(), if_generation_match=0)
+            self.generation = retry_call(self.store.write, LOCK_NAME, self._document(), if_generation_match=0, what=f"create {self.store.uri(LOCK_NAME)}")
         except PreconditionFailedError:
             found = read_lock(self.store)
             if found is None:
                 return self.acquire()  # released between our write and our read
             holder, generation = found
+            if holder.owner == self.run_id and holder.pid == os.getpid():
+                # Our own create went through but its answer was lost (then retried): it is ours.
+                self.generation = generation
+                self._start_renewal()
+                return self
             if not holder.stale:
                 raise LockHeldError(
                     f"Another run holds the lock {self.store.uri(LOCK_NAME)}: {holder.describe()}. "
@@ -139,9 +147,12 @@ class RunLock:
                 raise LockHeldError(
                     f"Another run took over the expired lock {self.store.uri(LOCK_NAME)} at the same moment; this run did nothing."
                 ) from None
+        self._start_renewal()
+        return self
+
+    def _start_renewal(self) -> None:
         self._thread = threading.Thread(target=self._renew_loop, name="lock-renewal", daemon=True)
         self._thread.start()
-        return self
 
     def _renew_loop(self) -> None:
         interval = self.lease.total_seconds() / 3
@@ -161,9 +172,12 @@ class RunLock:
         if self.lost.is_set() or not self.generation:
             return
         try:
-            self.store.delete(LOCK_NAME, if_generation_match=self.generation)
+            retry_call(self.store.delete, LOCK_NAME, if_generation_match=self.generation, what=f"delete {self.store.uri(LOCK_NAME)}")
         except (PreconditionFailedError, ObjectNotFoundError):
             pass
+        except BackendError as exc:
+            # The work is done; a lock left behind is taken over (dead pid) or expires with its lease.
+            log.warning("could not release the run lock: %s", exc)
 
     def __enter__(self) -> RunLock:
         return self.acquire()

@@ -30,6 +30,7 @@ from estore_ops.errors import (
     PreconditionFailedError,
     StateConflictError,
 )
+from estore_ops.retry import retry_call
 from estore_ops.stores.base import ObjectStore
 
 FORMAT_VERSION = 1
@@ -201,7 +202,7 @@ class StateStore:
 
     def read(self) -> Snapshot:
         try:
-            raw, generation = self.store.read(self.name)
+            raw, generation = retry_call(self.store.read, self.name, what=f"read {self.location}")
         except ObjectNotFoundError:
             return Snapshot(IngestState(), 0)
         return Snapshot(IngestState.from_bytes(raw, self.location), generation, raw)
@@ -211,11 +212,11 @@ class StateStore:
         from estore_ops.faults import fault_point
 
         if base.raw:
-            self.store.write(self.previous_name, base.raw)
+            retry_call(self.store.write, self.previous_name, base.raw, what=f"write {self.store.uri(self.previous_name)}")
         fault_point("state_write")
         data = state.to_bytes()
         try:
-            generation = self.store.write(self.name, data, if_generation_match=base.generation)
+            generation = retry_call(self.store.write, self.name, data, if_generation_match=base.generation, what=f"write {self.location}")
         except PreconditionFailedError:
             raise StateConflictError(
                 f"The state document {self.location} was changed by another writer since it was read "

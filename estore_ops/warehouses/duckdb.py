@@ -6,6 +6,7 @@ CSV reader (typed, strict), check the object's generation did not move, commit.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -17,8 +18,9 @@ from typing import Any
 import duckdb
 
 from estore_ops import schema
-from estore_ops.errors import BackendError
+from estore_ops.errors import BackendError, ObjectNotFoundError
 from estore_ops.faults import fault_point
+from estore_ops.retry import retry_call
 from estore_ops.stores.base import ObjectStore
 from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
 
@@ -105,10 +107,13 @@ class DuckDBWarehouse(Warehouse):
                     f"DELETE FROM {schema.RAW_SCHEMA}.{schema.RAW_TABLE} WHERE _source_file = ?", [info.name]
                 )
                 # BY NAME maps columns by header name, so a file with reordered columns loads right.
+                # The price check rides on the same scan (no second pass): a negative price aborts
+                # the statement, and only then is the file read again to find the line (rare path).
                 inserted = con.execute(
                     f"""
                     INSERT INTO {schema.RAW_SCHEMA}.{schema.RAW_TABLE} BY NAME
-                    SELECT *, ?::VARCHAR AS _source_file, ?::BIGINT AS _source_generation,
+                    SELECT * REPLACE ({_PRICE_CHECK} AS price),
+                           ?::VARCHAR AS _source_file, ?::BIGINT AS _source_generation,
                            now() AS _loaded_at
                     FROM read_csv(?, header = true, auto_detect = false, columns = {columns},
                                   delim = ',', quote = '"', escape = '"', strict_mode = true,
@@ -117,19 +122,28 @@ class DuckDBWarehouse(Warehouse):
                     [info.name, info.generation, str(path), "gzip" if info.is_gzip else "none"],
                 ).fetchone()
                 fault_point("inside_transaction")
-                now_generation = store.stat(info.name).generation
+                try:
+                    now_generation = retry_call(store.stat, info.name, what=f"stat {store.uri(info.name)}").generation
+                except ObjectNotFoundError:
+                    now_generation = 0  # renamed or deleted while loading
                 if now_generation != info.generation:
                     con.execute("ROLLBACK")
                     outcome.error = (
                         f"{info.name} changed while it was loading (generation {info.generation} -> "
                         f"{now_generation}); nothing was kept, the new version loads on the next run."
+                        if now_generation else
+                        f"{info.name} disappeared from the landing area while it was loading (renamed or deleted); "
+                        "nothing of it was kept. If it was renamed, it loads under its new name on the next run."
                     )
                     outcome.retryable = True
                     return outcome
                 con.execute("COMMIT")
             except duckdb.Error as exc:
                 _rollback(con)
-                outcome.error = describe_csv_error(info.name, exc)
+                if _NEGATIVE_PRICE in str(exc):
+                    outcome.error = describe_negative_price(info.name, path, info.is_gzip)
+                else:
+                    outcome.error = describe_csv_error(info.name, exc)
                 return outcome
             except BaseException:
                 _rollback(con)
@@ -163,9 +177,14 @@ class _readable_path:
             self.work_dir.mkdir(parents=True, exist_ok=True)
         suffix = ".csv.gz" if self.name.lower().endswith(".gz") else ".csv"
         fd, tmp = tempfile.mkstemp(suffix=suffix, dir=self.work_dir)
+        os.close(fd)
         self._tmp = Path(tmp)
-        with open(fd, "wb") as out, self.store.open(self.name) as src:
-            shutil.copyfileobj(src, out, 8 << 20)  # streamed in 8 MiB blocks, never parsed here
+
+        def copy() -> None:  # from the start on each attempt
+            with open(tmp, "wb") as out, self.store.open(self.name) as src:
+                shutil.copyfileobj(src, out, 8 << 20)  # streamed in 8 MiB blocks, never parsed here
+
+        retry_call(copy, what=f"download {self.store.uri(self.name)}")
         return self._tmp
 
     def __exit__(self, *exc: object) -> None:
@@ -173,8 +192,15 @@ class _readable_path:
             self._tmp.unlink(missing_ok=True)
 
 
+# A row check evaluated while the rows are read: REES46 prices are 0 or more, and a negative one
+# would silently corrupt revenue, so the file is refused (its data type is fine, its meaning is not).
+_NEGATIVE_PRICE = "estore-check: negative price"
+_PRICE_CHECK = f"CASE WHEN price < 0 THEN error('{_NEGATIVE_PRICE}') ELSE price END"
+
 _LINE = re.compile(r"CSV Error on Line: (\d+)")
 _COLUMN = re.compile(r'Error when converting column "([^"]+)"\. (.*)')
+_FIELDS = re.compile(r"Expected Number of Columns: (\d+) Found: (\d+)")
+_AGAIN = "Fix the file and upload it again; the new version loads on the next run."
 
 
 def describe_csv_error(name: str, exc: BaseException) -> str:
@@ -191,12 +217,70 @@ def describe_csv_error(name: str, exc: BaseException) -> str:
             f"{where}, column {column.group(1)}: {value_problem[:300]} "
             "Fix the value (or remove the line) and upload the file again; the new version loads on the next run."
         )
+    if "No files found that match the pattern" in text:
+        return (
+            f"{name} disappeared from the landing area while it was loading (renamed or deleted); nothing of it "
+            "was kept. If it was renamed, it loads under its new name on the next run."
+        )
+    fields = _FIELDS.search(text)
+    if fields:
+        expected, found = fields.groups()
+        if "Original Line: \\0\\0" in text or "\x00\x00" in text:  # DuckDB shows NUL bytes as \0
+            return (
+                f"{where}: the line is made of NUL (zero) bytes: the file was cut off while it was being written. "
+                "Upload the complete file again; the new version loads on the next run."
+            )
+        return (
+            f"{where}: the line has {found} fields, {expected} expected (a missing or extra comma, "
+            f"or a comma inside a value that is not quoted). {_AGAIN}"
+        )
+    if "unterminated quote" in text:
+        return (
+            f"{where}: a quoted value is never closed (unterminated quote), so the rest of the file "
+            f"cannot be read. Close the quote (write \"\" for a quote inside a value). {_AGAIN}"
+        )
+    if "Invalid unicode" in text:
+        return f"{where}: the line is not valid UTF-8 text. Export the file as UTF-8 (not Latin-1 or UTF-16). {_AGAIN}"
+    if "GZIP" in text or "gzip" in text:
+        first = (text.splitlines()[0] if text else "").split(": /")[0]  # not the temp path
+        return (
+            f"{name}: the gzip data is damaged or cut short ({first.strip()[:200]}). "
+            "Upload the complete file again; the new version loads on the next run."
+        )
+    if "Maximum line size" in text:
+        return f"{where}: the line is longer than the reader accepts (a value of megabytes, or a file without line breaks). {_AGAIN}"
     first = next((ln for ln in text.splitlines() if ln.strip() and not ln.startswith("Original Line")), text)
     detail = ""
     for ln in text.splitlines():
         if ln.startswith(("Expected Number of Columns", "Found", "Value with unterminated quote", "Invalid unicode")):
             detail += " " + ln.strip()
+    return f"{where}: {first.strip()[:300]}{detail[:300]} {_AGAIN}"
+
+
+def describe_negative_price(name: str, path: Path, is_gzip: bool) -> str:
+    """The rare path after the price check fired: read the file once more to name the line."""
+    import csv
+    import gzip
+
+    where, value = "", ""
+    try:
+        raw = gzip.open(path, "rt", encoding="utf-8-sig", newline="") if is_gzip else open(path, encoding="utf-8-sig", newline="")
+        with raw as fh:
+            reader = csv.reader(fh)
+            header = [c.strip() for c in next(reader)]
+            col = header.index("price")
+            for fields in reader:
+                try:
+                    if float(fields[col]) < 0:
+                        where, value = f", line {reader.line_num}", fields[col]
+                        break
+                except (ValueError, IndexError):
+                    continue
+    except (OSError, ValueError, csv.Error, StopIteration):
+        pass  # the reader found it; only the line number is missing
+    shown = f" {value}" if value else ""
     return (
-        f"{where}: {first.strip()[:300]}{detail[:300]} "
-        "Fix the file and upload it again; the new version loads on the next run."
+        f"{name}{where}, column price: negative price{shown}. Prices are 0 or more in these events, and a negative "
+        "one would corrupt revenue, so the whole file was refused. Fix the value (or remove the line) and upload "
+        "the file again; the new version loads on the next run."
     )
