@@ -23,6 +23,11 @@ def open_store(url: str, setting: str = "location") -> ObjectStore:
 
         path = urlparse(url).path if url.startswith("file://") else url
         return LocalFolderStore(path)
+    if scheme.startswith("chaos+"):
+        # Fault injection for tests and drills: wraps the store named after "chaos+".
+        from estore_ops.stores.chaos import ChaosStore
+
+        return ChaosStore.from_url(url, setting)
     if scheme == "gs":
         try:
             from estore_ops.stores.gcs import GCSStore

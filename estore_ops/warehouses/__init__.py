@@ -22,6 +22,11 @@ def open_warehouse(url: str, work_dir: Path | None = None, read_only: bool = Fal
         from estore_ops.warehouses.duckdb import DuckDBWarehouse
 
         return DuckDBWarehouse(url, work_dir=work_dir, read_only=read_only)
+    if scheme.startswith("chaos+"):
+        # Fault injection for tests and drills: wraps the warehouse named after "chaos+".
+        from estore_ops.warehouses.chaos import ChaosWarehouse
+
+        return ChaosWarehouse.from_url(url, work_dir=work_dir, read_only=read_only, **options)
     if scheme == "bigquery":
         try:
             from estore_ops.warehouses.bigquery import BigQueryWarehouse

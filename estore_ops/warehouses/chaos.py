@@ -1,0 +1,95 @@
+"""A fault-injecting warehouse for tests and drills: `chaos+<inner URL>?fail=0.3&permanent=0.0&seed=1`.
+
+It wraps a warehouse URL (`chaos+duckdb:////abs/path.duckdb`, `chaos+bigquery://project/dataset`)
+and makes a share of the calls fail the way a cloud warehouse fails:
+
+- `fail`      share of calls that fail *retryably* (HTTP 429/503, connection reset):
+              `ensure_raw_table`, `rows_by_file` and `query` raise `TransientBackendError`;
+              a file's load ends as a retryable `FileOutcome` (nothing of it committed, unless
+              `lost`), exactly what the BigQuery warehouse reports after its own retries ran out.
+- `permanent` share of calls that fail *permanently*: a `BackendError` (HTTP 403) is raised, for
+              a file's load too (access denied is not the file's fault: the run stops).
+- `lost`      share of the transient load failures that happen *after* the inner warehouse
+              committed the file (the answer was lost): the file is reported retryable although
+              its rows are in, so its next load must replace them, never duplicate them.
+- `ops`       which operations may fail: ensure,rows,query,load (default: all).
+- `seed`      seed of the fault sequence; default random.
+
+The parameters above are removed from the URL; anything else is passed to the inner warehouse.
+Nothing here retries: that is the job of the production code above the warehouse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from estore_ops.stores.base import ObjectStore
+from estore_ops.stores.chaos import FaultPlan, split_chaos_url
+from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
+
+OPS = ("ensure", "rows", "query", "load")
+
+
+class ChaosWarehouse(Warehouse):
+    def __init__(self, inner: Warehouse, plan: FaultPlan, url: str) -> None:
+        self.inner = inner
+        self.plan = plan
+        self.url = url
+        self.raw_schema = inner.raw_schema
+
+    @classmethod
+    def from_url(cls, url: str, work_dir: Path | None = None, read_only: bool = False, **options: Any) -> ChaosWarehouse:
+        from estore_ops.warehouses import open_warehouse
+
+        inner_url, params = split_chaos_url(url, "warehouse")
+        inner = open_warehouse(inner_url, work_dir=work_dir, read_only=read_only, **options)
+        return cls(inner, FaultPlan(url, params, OPS, "warehouse"), url)
+
+    def _maybe_fail(self, op: str, what: str) -> None:
+        fault = self.plan.draw(op)
+        if fault == "permanent":
+            raise self.plan.permanent_error(f"{what} in {self.inner.url}")
+        if fault == "transient":
+            raise self.plan.transient_error(f"{what} in {self.inner.url}")
+
+    def ensure_raw_table(self) -> None:
+        self._maybe_fail("ensure", "create the raw table")
+        self.inner.ensure_raw_table()
+
+    def rows_by_file(self) -> dict[str, int]:
+        self._maybe_fail("rows", "count rows by file")
+        return self.inner.rows_by_file()
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        self._maybe_fail("query", "run a query")
+        return self.inner.query(sql)
+
+    def load(self, items: Iterable[LoadItem], store: ObjectStore) -> Iterator[FileOutcome]:
+        self._maybe_fail("ensure", "create the raw table")  # what the inner load does first
+        for item in items:
+            info = item.info
+            fault = self.plan.draw("load")
+            if fault == "permanent":
+                raise self.plan.permanent_error(f"load {info.name} into {self.inner.url}")
+            if fault == "transient":
+                error = self.plan.transient_error(f"load {info.name} into {self.inner.url}")
+                if self.plan.lost_answer():
+                    # The load happened; only its answer is lost.
+                    list(self.inner.load([item], store))
+                yield FileOutcome(
+                    info.name, info.generation, info.size, ok=False, retryable=True,
+                    error=f"{error} Nothing was recorded for this file; it loads again (rows replaced, not duplicated).",
+                )
+                continue
+            yield from self.inner.load([item], store)
+
+    def dbt_target(self, settings: Any) -> dict[str, Any]:
+        return self.inner.dbt_target(settings)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __repr__(self) -> str:
+        return f"ChaosWarehouse({self.inner!r}, fail={self.plan.fail}, permanent={self.plan.permanent})"
