@@ -295,9 +295,14 @@ def load_files(
         # a file that is still pending.
         still_pending = [o.generation for o in result.outcomes if not o.ok]
         bound = min([full_scan.compaction_bound, *[g - 1 for g in still_pending]])
-        state_store.update(lambda st: st.compact(KEEP_RECORDS, bound))
+        if snapshot_after(state_store).compactable(KEEP_RECORDS, bound):
+            state_store.update(lambda st: st.compact(KEEP_RECORDS, bound))  # a no-op save would evict the previous version
     result.seconds = time.monotonic() - started
     return result
+
+
+def snapshot_after(state_store: StateStore) -> IngestState:
+    return retry_call(state_store.read, what=f"read {state_store.location}").state
 
 
 def _retry_later(outcome: FileOutcome, by_name: dict[str, LoadItem], landing: ObjectStore) -> bool:

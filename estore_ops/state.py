@@ -105,7 +105,11 @@ class IngestState:
 
     def record_failure(self, name: str, generation: int, size: int, error: str, run_id: str, max_attempts: int) -> FileRecord:
         prev = self.files.get(name)
-        attempts = prev.attempts + 1 if prev and prev.generation == generation and prev.status != LOADED else 1
+        same_version = prev is not None and prev.generation == generation and prev.status != LOADED
+        if same_version and prev.run_id == run_id:
+            attempts = prev.attempts  # this run's failure is already counted (a retried state write)
+        else:
+            attempts = prev.attempts + 1 if same_version else 1
         status = QUARANTINED if attempts >= max_attempts else FAILED
         now = iso(utcnow())
         rec = FileRecord(generation, size, status, attempts, None, None, error[:2000], run_id, now)
@@ -125,24 +129,29 @@ class IngestState:
             del self.files[name]
         return True
 
+    def _foldable(self, keep: int, safe_below: int) -> list[tuple[int, str]]:
+        loaded = sorted(
+            ((rec.generation, name) for name, rec in self.files.items() if rec.status == LOADED),
+            reverse=True,
+        )
+        return [(gen, name) for gen, name in loaded[keep:] if gen <= safe_below]
+
+    def compactable(self, keep: int, safe_below: int) -> int:
+        """How many records `compact` would fold now."""
+        return len(self._foldable(keep, safe_below))
+
     def compact(self, keep: int, safe_below: int) -> int:
         """Fold the oldest loaded records into the watermark; return how many were folded.
 
         Only records with generation <= safe_below are folded: the caller guarantees every
         listed file at or below it is settled (see ingest.compaction_bound).
         """
-        loaded = sorted(
-            ((rec.generation, name) for name, rec in self.files.items() if rec.status == LOADED),
-            reverse=True,
-        )
-        folded = 0
-        for gen, name in loaded[keep:]:
-            if gen <= safe_below:
-                del self.files[name]
-                self.watermark = max(self.watermark, gen)
-                folded += 1
-        self.compacted += folded
-        return folded
+        folded = self._foldable(keep, safe_below)
+        for gen, name in folded:
+            del self.files[name]
+            self.watermark = max(self.watermark, gen)
+        self.compacted += len(folded)
+        return len(folded)
 
     # -- (de)serialisation ------------------------------------------------------------------
     def to_bytes(self) -> bytes:

@@ -86,3 +86,21 @@ def test_forget_of_a_file_below_the_watermark_makes_it_load_again() -> None:
     assert state.watermark == 7
     assert state.forget("q.csv")
     assert not state.is_settled("q.csv", 2)
+
+
+def test_a_failure_recorded_twice_by_one_run_counts_once() -> None:
+    state = IngestState()
+    state.record_failure("f.csv", 5, 1, "bad", "run-1", max_attempts=3)
+    state.record_failure("f.csv", 5, 1, "bad", "run-1", max_attempts=3)  # the same write, retried
+    assert state.files["f.csv"].attempts == 1
+    state.record_failure("f.csv", 5, 1, "bad", "run-2", max_attempts=3)
+    assert state.files["f.csv"].attempts == 2
+
+
+def test_compactable_counts_what_compact_folds() -> None:
+    state = IngestState()
+    for g in range(1, 6):
+        state.record_success(f"f{g}.csv", g, 1, 1, "r")
+    assert state.compactable(keep=2, safe_below=10) == 3
+    assert state.compact(keep=2, safe_below=10) == 3
+    assert state.compactable(keep=2, safe_below=10) == 0

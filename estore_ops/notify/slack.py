@@ -7,6 +7,7 @@ and total time, so a Slack outage never hangs a pipeline run.
 
 from __future__ import annotations
 
+import time
 import urllib.error
 from typing import Any
 
@@ -71,6 +72,11 @@ def _blocks(alert: Alert) -> list[dict[str, Any]]:
     return blocks
 
 
+def _cap_timeout(client: Any, started: float) -> None:
+    """Each attempt waits at most for the time left in the budget, so a hung Slack costs MAX_SECONDS."""
+    client.timeout = max(1, min(TIMEOUT, int(MAX_SECONDS - (time.monotonic() - started))))
+
+
 class SlackBotNotifier(Notifier):
     name = "slack-bot"
 
@@ -85,7 +91,8 @@ class SlackBotNotifier(Notifier):
         return f"SlackBotNotifier(channel={self.channel!r}, token='****')"
 
     @_retrying
-    def _post(self, alert: Alert) -> None:
+    def _post(self, alert: Alert, started: float) -> None:
+        _cap_timeout(self.client, started)
         try:
             self.client.chat_postMessage(channel=self.channel, text=alert.text, blocks=_blocks(alert))
         except SlackApiError as exc:
@@ -95,7 +102,7 @@ class SlackBotNotifier(Notifier):
 
     def send(self, alert: Alert) -> None:
         try:
-            self._post(alert)
+            self._post(alert, time.monotonic())
         except _HttpStatus as exc:
             hint = " Check the bot token and that the bot is in the channel." if exc.status in (200, 401, 403, 404) else ""
             raise NotifyError(f"Slack refused the alert ({exc}).{hint}") from None
@@ -113,14 +120,15 @@ class SlackWebhookNotifier(Notifier):
         return "SlackWebhookNotifier(url='****')"
 
     @_retrying
-    def _post(self, alert: Alert) -> None:
+    def _post(self, alert: Alert, started: float) -> None:
+        _cap_timeout(self.client, started)
         response = self.client.send(text=alert.text, blocks=_blocks(alert))
         if response.status_code != 200:
             raise _HttpStatus(response.status_code, _retry_after(response.headers), str(response.body)[:200])
 
     def send(self, alert: Alert) -> None:
         try:
-            self._post(alert)
+            self._post(alert, time.monotonic())
         except _HttpStatus as exc:
             raise NotifyError(f"Slack refused the alert ({exc}).") from None
         except (urllib.error.URLError, OSError) as exc:
