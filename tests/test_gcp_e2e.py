@@ -112,3 +112,16 @@ def test_transform_and_snapshot_through_dbt_bigquery(ws: Workspace, cloud) -> No
     assert ws.cli("transform").exit_code == 0
     after = warehouse.query(f"SELECT count(*), count(DISTINCT event_id) FROM `{warehouse.project}.marts.fct_events`")[0]
     assert after[0] == after[1] > events
+
+
+def test_negative_price_is_refused_like_on_the_embedded_warehouse(ws: Workspace, cloud) -> None:
+    landing, _, warehouse = cloud
+    landing.write("ok.csv", _csv(event_lines(3)))
+    lines = event_lines(3, start=100)
+    lines[1] = lines[1].replace(",21.5,", ",-21.5,")
+    assert ",-21.5," in lines[1]
+    landing.write("neg.csv", _csv(lines))
+    result = ws.cli("load")
+    assert result.exit_code == 1
+    assert "neg.csv, column price: 1 row(s) with a negative price" in result.output
+    assert warehouse.rows_by_file() == {"ok.csv": 3}

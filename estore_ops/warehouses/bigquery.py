@@ -16,11 +16,13 @@ How a loading tick works (the event data never passes through the VM: BigQuery r
    `_source_file`s are deleted and the staged rows inserted with the lineage columns
    (`_source_file`, `_source_generation`, `_loaded_at`). It is the only job that modifies the
    raw table per tick, whatever the number of files (up to MAX_FILES_PER_COMMIT = 500 per MERGE).
+   Before it, ONE read-only query over the staging tables refuses files with a negative price
+   (the same rule as the embedded warehouse).
 4. Verify: ONE read-only query counts the raw rows of each committed (file, generation) and
    compares them with the staged row counts; a difference fails the file (never silently).
 
-So a tick with N new files uses N load jobs + 1 MERGE (DML) + 1 verification query = N + 2 jobs,
-exactly 1 of which modifies `events`. A tick with nothing pending uses none.
+So a tick with N new files uses N load jobs + 1 price check + 1 MERGE (DML) + 1 verification
+query = N + 3 jobs, exactly 1 of which modifies `events`. A tick with nothing pending uses none.
 
 Exactly once per file version
 -----------------------------
@@ -367,8 +369,31 @@ class BigQueryWarehouse(Warehouse):
                 )
                 continue
             ready.append(s)
+        negative = self._negative_prices(ready)
+        for s in ready:
+            if s.table_id in negative:
+                count, first_time = negative[s.table_id]
+                yield self._fail(
+                    s,
+                    f"{s.item.info.name}, column price: {count} row(s) with a negative price (the first at event_time "
+                    f"{first_time}). Prices are 0 or more in these events, and a negative one would corrupt revenue, "
+                    "so the whole file was refused. Fix the value (or remove the line) and upload the file again; "
+                    "the new version loads on the next run.",
+                )
+        ready = [s for s in ready if s.table_id not in negative]
         if ready:
             yield from self._commit(ready)
+
+    def _negative_prices(self, staged: list[_Staged]) -> dict[str, tuple[int, Any]]:
+        """The same rule as the embedded warehouse, in ONE read-only query over the tick's staging tables."""
+        checked = [s for s in staged if "price" in s.item.header]
+        if not checked:
+            return {}
+        sql = " UNION ALL ".join(
+            f"SELECT '{s.table_id}' AS t, count(*) AS n, min(event_time) AS first_time FROM `{s.table_id}` WHERE price < 0"
+            for s in checked
+        )
+        return {t: (int(n), first) for t, n, first in self.query(sql) if n}
 
     def _fail(self, s: _Staged, error: str, retryable: bool = False) -> FileOutcome:
         info = s.item.info
