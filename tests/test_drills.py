@@ -356,11 +356,11 @@ def _calibrate(target: Any) -> float:
 LOCAL_POINTS_ALL = (
     [f"inside_transaction:{i}" for i in range(1, 6)]
     + [f"after_commit:{i}" for i in range(1, 6)]
-    + [f"state_write:{i}" for i in range(1, 7)]  # 5 file records, then the compaction write
+    + [f"state_write:{i}" for i in range(1, 6)]  # one per file record (no compaction write: nothing to fold)
     + [f"after_state_write:{i}" for i in range(1, 6)]
 )
 LOCAL_POINTS_FAST = ["inside_transaction:2", "inside_transaction:3", "after_commit:1", "after_commit:5",
-                     "state_write:3", "state_write:6", "after_state_write:2"]
+                     "state_write:3", "state_write:5", "after_state_write:2"]
 
 
 def _local_crash_setup(tmp_path: Path, big_file: tuple[Path, Checksum]) -> tuple[LocalTarget, dict[str, Checksum]]:
