@@ -487,7 +487,7 @@ try:
 except ImportError:  # pragma: no cover - the gcp extra is not installed
     pass
 
-GCP_POINTS = ["state_write:1", "state_write:2", "state_write:4", "state_write:5", "after_state_write:1", "after_state_write:3"]
+GCP_POINTS = ["state_write:1", "state_write:2", "state_write:3", "state_write:4", "after_state_write:1", "after_state_write:3"]
 
 
 @pytest.mark.drill
