@@ -8,12 +8,10 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
-
-from rich.console import Console
-from rich.table import Table
 
 from estore_ops.redact import redact
 
@@ -36,8 +34,12 @@ class Output:
     quiet: bool = False
     terminal: bool = field(default_factory=stdout_is_terminal)
 
-    def __post_init__(self) -> None:
-        self.console = Console(highlight=False, soft_wrap=not self.terminal)
+    @cached_property
+    def console(self) -> Any:
+        # Rich is imported only when something is drawn on a terminal: systemd runs never pay for it.
+        from rich.console import Console
+
+        return Console(highlight=False, soft_wrap=not self.terminal)
 
     def json(self, payload: Any) -> None:
         text = json.dumps(payload, indent=2, default=_default, sort_keys=False)
@@ -66,6 +68,8 @@ class Output:
         if self.json_mode:
             return
         if self.terminal:
+            from rich.table import Table
+
             table = Table(title=title, title_justify="left", header_style="bold")
             for col in columns:
                 table.add_column(col, overflow="fold")
@@ -85,6 +89,7 @@ class Output:
         if not self.terminal or self.quiet or self.json_mode or total == 0:
             yield lambda *_a, **_k: None
             return
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(
