@@ -63,6 +63,7 @@ FIELDS: tuple[Field, ...] = (
     Field("work_dir", "./data/work", str, "Local scratch folder (dbt target, downloads).", path_like=True),
     Field("dbt_project_dir", "", str, "The dbt project folder (empty: the one shipped with estore-ops).", path_like=True),
     Field("max_attempts", 3, int, "Failed loads of one file version before it is quarantined."),
+    Field("state_checkpoint_seconds", 1.0, float, "Write loaded files to the state at most this often (0: after every file)."),
     Field("lock_lease_seconds", 600, int, "Run lock lease; the holder renews it, others may take it over once expired."),
     Field("runs_keep", 200, int, "How many recent runs the run history keeps."),
     Field("dbt_artifacts_keep", 5, int, "How many dbt runs' artifacts are kept under the state location."),
@@ -124,6 +125,13 @@ def _coerce(f: Field, raw: Any, origin: str) -> Any:
             if value < 0:
                 raise ValueError
             return value
+        if f.kind is float:
+            if isinstance(raw, bool):
+                raise TypeError
+            number = float(raw)
+            if number < 0 or number != number:
+                raise ValueError
+            return number
         if f.kind is bool:
             if isinstance(raw, bool):
                 return raw
@@ -132,7 +140,7 @@ def _coerce(f: Field, raw: Any, origin: str) -> Any:
             raise TypeError
         return raw
     except (TypeError, ValueError):
-        kind = "a non-negative whole number" if f.kind is int else "a string"
+        kind = {int: "a non-negative whole number", float: "a non-negative number"}.get(f.kind, "a string")
         raise ConfigError(f"{f.name} from {origin} must be {kind}, got {raw!r}.") from None
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from estore_ops.errors import ConfigError, ObjectNotFoundError, TransientBackendError
 from estore_ops.faults import fault_point
+from estore_ops.logs import get_logger
 from estore_ops.header import check_header
 from estore_ops import retry
 from estore_ops.retry import retry_call
@@ -33,6 +34,8 @@ WAREHOUSE_RETRY_ROUNDS = 5
 # Only files at least this much older than the newest listed file fold into the watermark, so a
 # file whose upload finished late (listed after a newer one) is never hidden by it.
 SETTLE_MARGIN_US = 3600 * 1_000_000
+
+log = get_logger("ingest")
 
 NEW, CHANGED, RETRY, FORCED = "new", "changed", "retry", "forced"
 
@@ -234,8 +237,9 @@ def load_files(
     on_start: Callable[[list[PendingFile]], None] | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    checkpoint_seconds: float = 1.0,
 ) -> LoadResult:
-    """Load pending files into the warehouse and advance the state after each commit.
+    """Load pending files into the warehouse and advance the state after their commits.
 
     `should_stop` is asked between files: on a shutdown the files not started stay pending.
     """
@@ -249,46 +253,55 @@ def load_files(
         result.seconds = time.monotonic() - started
         return result
 
-    items: list[LoadItem] = []
-    for pending in planned:
-        header = retry_call(check_header, landing, pending.info, what=f"read the header of {landing.uri(pending.info.name)}")
-        if header.ok:
-            items.append(LoadItem(pending.info, header.columns))
-        else:
-            outcome = FileOutcome(pending.info.name, pending.info.generation, pending.info.size, ok=False, error=header.error)
-            _record(state_store, outcome, run_id, max_attempts)
-            result.outcomes.append(outcome)
-            if on_file:
-                on_file(outcome)
-
-    by_name = {item.info.name: item for item in items}
-    stopped = False
-    for round_ in range(WAREHOUSE_RETRY_ROUNDS + 1):
-        again: list[LoadItem] = []
-        reported: set[str] = set()
-        try:
-            for outcome in warehouse.load(items, landing):
-                reported.add(outcome.name)
-                if _retry_later(outcome, by_name, landing) and round_ < WAREHOUSE_RETRY_ROUNDS:
-                    again.append(by_name[outcome.name])  # a transient warehouse failure: nothing was kept
-                    continue
-                _record(state_store, outcome, run_id, max_attempts)
+    checkpoint = StateCheckpoint(state_store, run_id, max_attempts, checkpoint_seconds)
+    try:
+        items: list[LoadItem] = []
+        for pending in planned:
+            header = retry_call(check_header, landing, pending.info, what=f"read the header of {landing.uri(pending.info.name)}")
+            if header.ok:
+                items.append(LoadItem(pending.info, header.columns))
+            else:
+                outcome = FileOutcome(pending.info.name, pending.info.generation, pending.info.size, ok=False, error=header.error)
+                checkpoint.add(outcome)
                 result.outcomes.append(outcome)
                 if on_file:
                     on_file(outcome)
-                if should_stop and should_stop():
-                    stopped = True
-                    break  # closes the warehouse's generator: no further file is started
-        except TransientBackendError:
-            # The warehouse failed between files (e.g. creating the table): the files it did not
-            # report are untouched; try them in the next round.
-            if round_ >= WAREHOUSE_RETRY_ROUNDS:
-                raise
-            again += [item for item in items if item.info.name not in reported]
-        if stopped or not again:
-            break
-        time.sleep(min(retry.MAX_WAIT, retry.INITIAL_WAIT * 2 ** (round_ + 2)))
-        items = again
+
+        by_name = {item.info.name: item for item in items}
+        stopped = False
+        for round_ in range(WAREHOUSE_RETRY_ROUNDS + 1):
+            again: list[LoadItem] = []
+            reported: set[str] = set()
+            try:
+                for outcome in warehouse.load(items, landing):
+                    reported.add(outcome.name)
+                    if _retry_later(outcome, by_name, landing) and round_ < WAREHOUSE_RETRY_ROUNDS:
+                        again.append(by_name[outcome.name])  # a transient warehouse failure: nothing was kept
+                        continue
+                    checkpoint.add(outcome)
+                    result.outcomes.append(outcome)
+                    if on_file:
+                        on_file(outcome)
+                    if should_stop and should_stop():
+                        stopped = True
+                        break  # closes the warehouse's generator: no further file is started
+            except TransientBackendError:
+                # The warehouse failed between files (e.g. creating the table): the files it did not
+                # report are untouched; try them in the next round.
+                if round_ >= WAREHOUSE_RETRY_ROUNDS:
+                    raise
+                again += [item for item in items if item.info.name not in reported]
+            if stopped or not again:
+                break
+            time.sleep(min(retry.MAX_WAIT, retry.INITIAL_WAIT * 2 ** (round_ + 2)))
+            items = again
+    except BaseException:
+        try:
+            checkpoint.flush()  # record what did commit, then let the original error through
+        except Exception as exc:
+            log.warning("could not record the files loaded before the error: %s", exc)
+        raise
+    checkpoint.flush()
 
     if full_scan is not None:
         # Fold old loaded records only when the whole landing area was scanned, and never past
@@ -316,17 +329,45 @@ def _retry_later(outcome: FileOutcome, by_name: dict[str, LoadItem], landing: Ob
     return now.generation == by_name[outcome.name].info.generation
 
 
-def _record(state_store: StateStore, outcome: FileOutcome, run_id: str, max_attempts: int) -> None:
-    if outcome.ok:
-        state_store.update(lambda st: st.record_success(outcome.name, outcome.generation, outcome.size, outcome.rows, run_id))
+class StateCheckpoint:
+    """Records file outcomes in the state document, at most once per `interval` seconds.
+
+    Each file is committed in the warehouse first and only then handed here, so the cursor never
+    runs ahead of the data. Batching the writes keeps a first backfill of thousands of files
+    linear: otherwise every file would rewrite a document that grows with every file. A crash
+    loses at most one interval of records, and those files are reloaded with their rows replaced.
+    """
+
+    def __init__(self, state_store: StateStore, run_id: str, max_attempts: int, interval: float) -> None:
+        self.state_store, self.run_id, self.max_attempts, self.interval = state_store, run_id, max_attempts, interval
+        self.pending: list[FileOutcome] = []
+        self.last = time.monotonic()
+
+    def add(self, outcome: FileOutcome) -> None:
+        if not outcome.ok and outcome.retryable:
+            return  # changed while loading: not the file's fault; the next scan sees the new generation
+        self.pending.append(outcome)
+        if time.monotonic() - self.last >= self.interval:
+            self.flush()
+
+    def _apply(self, state: IngestState, batch: list[FileOutcome]) -> None:
+        for o in batch:
+            if o.ok:
+                state.record_success(o.name, o.generation, o.size, o.rows, self.run_id)
+            else:
+                state.record_failure(o.name, o.generation, o.size, o.error or "", self.run_id, self.max_attempts)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        try:
+            self.state_store.update(lambda st: self._apply(st, batch))
+        except BaseException:
+            self.pending = batch + self.pending  # not written: keep them for a later flush
+            raise
+        self.last = time.monotonic()
         fault_point("after_state_write")
-        return
-    if outcome.retryable:
-        # Changed while loading: not the file's fault; the next scan sees the new generation.
-        return
-    state_store.update(
-        lambda st: st.record_failure(outcome.name, outcome.generation, outcome.size, outcome.error or "", run_id, max_attempts)
-    )
 
 
 # -- cursor commands ----------------------------------------------------------------------------

@@ -42,6 +42,7 @@ def _load(
             run_id=rt.run_id, landing=rt.landing, state_store=rt.state, warehouse=warehouse,
             max_attempts=rt.settings.max_attempts, files=files, prefix=prefix, force=force,
             dry_run=dry_run, on_start=on_start, on_file=on_file, should_stop=should_stop,
+            checkpoint_seconds=rt.settings.state_checkpoint_seconds,
         )
     finally:
         warehouse.close()

@@ -87,3 +87,13 @@ class Workspace:
             return con.execute(sql).fetchall()
         finally:
             con.close()
+
+
+def fault_env(point: str) -> dict[str, str]:
+    """Env for a crash at `point`. State-write points past the first target per-file state writes
+    (checkpoint interval 0); the others run with the default batching, so both paths are drilled."""
+    env = {"ESTORE_FAULT_POINT": point}
+    name, _, nth = point.partition(":")
+    if name in ("state_write", "after_state_write") and int(nth or 1) >= 2:
+        env["ESTORE_STATE_CHECKPOINT_SECONDS"] = "0"
+    return env

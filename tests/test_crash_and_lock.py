@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from estore_ops.errors import ExitCode
-from tests.helpers import Workspace, event_lines
+from tests.helpers import Workspace, event_lines, fault_env
 
 FILES = {"a.csv": 40, "b.csv.gz": 25, "c.csv": 31}
 
@@ -30,7 +30,7 @@ def _add_files(ws: Workspace) -> None:
 )
 def test_killed_load_then_rerun_gives_exact_rows(ws: Workspace, point: str) -> None:
     _add_files(ws)
-    killed = ws.run("load", env={"ESTORE_FAULT_POINT": point})
+    killed = ws.run("load", env=fault_env(point))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     rerun = ws.run("load")
     assert rerun.returncode == 0, rerun.stderr

@@ -36,7 +36,7 @@ import pytest
 from estore_ops.errors import ExitCode
 from estore_ops.state import IngestState
 from tests.corpus import make_corpus
-from tests.helpers import HEADER, event_lines
+from tests.helpers import HEADER, event_lines, fault_env
 
 Checksum = tuple[int, int, int, float]  # rows, sum(product_id), sum(user_id), sum(price)
 
@@ -282,7 +282,7 @@ def big_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Checksum]:
 
 def _kill_at_point(target: Any, point: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "estore_ops", "load"], cwd=target.root,
-                          env={**target.env, "ESTORE_FAULT_POINT": point}, capture_output=True, text=True, timeout=600)
+                          env={**target.env, **fault_env(point)}, capture_output=True, text=True, timeout=600)
     return "killed" if proc.returncode == -signal.SIGKILL else f"exited {proc.returncode}: {proc.stderr[-300:]}"
 
 

@@ -235,3 +235,40 @@ def test_crlf_and_bom_files_load(ws: Workspace) -> None:
     assert result.exit_code == 0, result.output
     assert ws.rows_by_file() == {"win.csv": 3}
     assert ws.query("SELECT count(*) FROM raw.events WHERE user_session LIKE '%\r%'") == [(0,)]
+
+
+def test_a_large_first_backfill_writes_the_state_a_bounded_number_of_times(ws: Workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Thousands of files must not make every write slow: writes are batched, not one per file."""
+    from estore_ops.state import StateStore
+
+    for i in range(300):
+        ws.add(f"f{i:04d}.csv", event_lines(1, start=i))
+    saves = {"n": 0}
+    real_save = StateStore.save
+
+    def counting_save(self, base, state):  # type: ignore[no-untyped-def]
+        saves["n"] += 1
+        return real_save(self, base, state)
+
+    monkeypatch.setattr(StateStore, "save", counting_save)
+    started = __import__("time").monotonic()
+    result = ws.cli("load", "--json")
+    elapsed = __import__("time").monotonic() - started
+    assert result.exit_code == 0
+    assert len(ws.rows_by_file()) == 300
+    # At most one save per checkpoint interval (1 s) plus the last one; never one per file.
+    assert saves["n"] <= elapsed / 1.0 + 2, (saves["n"], elapsed)
+    assert json.loads(ws.cli("cursor", "show", "--json").stdout)["counts"]["loaded"] == 300
+
+
+def test_checkpoint_zero_records_every_file_as_it_commits(ws: Workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from estore_ops.state import StateStore
+
+    monkeypatch.setenv("ESTORE_STATE_CHECKPOINT_SECONDS", "0")
+    for i in range(5):
+        ws.add(f"f{i}.csv", event_lines(2, start=10 * i))
+    saves = {"n": 0}
+    real_save = StateStore.save
+    monkeypatch.setattr(StateStore, "save", lambda self, b, s: (saves.__setitem__("n", saves["n"] + 1), real_save(self, b, s))[1])
+    assert ws.cli("load").exit_code == 0
+    assert saves["n"] == 5

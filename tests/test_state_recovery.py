@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from estore_ops.errors import ExitCode
-from tests.helpers import Workspace, event_lines
+from tests.helpers import Workspace, event_lines, fault_env
 
 FILES = {"a.csv": 4, "b.csv.gz": 3, "c.csv": 5}
 RESTORE = "estore-ops cursor restore --yes"
@@ -140,7 +140,7 @@ def test_damaged_state_written_by_a_killed_run_is_recoverable(ws: Workspace, tmp
     document is never torn) leaves a readable document; a plain rerun completes."""
     for name, n in FILES.items():
         ws.add(name, event_lines(n, start=hash(name) % 1000 * 10))
-    killed = ws.run("load", env={"ESTORE_FAULT_POINT": "state_write:2"})
+    killed = ws.run("load", env=fault_env("state_write:2"))
     assert killed.returncode < 0
     assert ws.cli("cursor", "show").exit_code == 0
     assert not list(ws.state.glob(".cursor.json.*.tmp")) or ws.cli("load").exit_code == 0
