@@ -48,4 +48,6 @@ class Runtime:
         return fresh
 
     def warehouse(self, read_only: bool = False) -> Warehouse:
-        return open_warehouse(self.settings.warehouse, work_dir=self.work_dir, read_only=read_only)
+        return open_warehouse(
+            self.settings.warehouse, work_dir=self.work_dir, read_only=read_only, memory_limit=self.settings.load_memory_limit
+        )

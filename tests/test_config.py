@@ -112,3 +112,17 @@ def test_gcs_location_without_the_extra_says_what_to_install(ws: Workspace, monk
     result = ws.cli("--landing", "gs://bucket/landing", "scan")
     assert result.exit_code == 2
     assert "needs the Google Cloud client libraries. Install them with: pip install 'estore-ops[gcp]'" in result.output
+
+
+def test_load_memory_limit_is_validated_and_applied(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="load_memory_limit from env ESTORE_LOAD_MEMORY_LIMIT must be a size like 512MB or 2GB"):
+        load_settings(env={"ESTORE_LOAD_MEMORY_LIMIT": "lots"}, cwd=tmp_path)
+    from estore_ops.runtime import Runtime
+
+    rt = Runtime(load_settings(env={"ESTORE_LOAD_MEMORY_LIMIT": "300MB"}, cwd=tmp_path))
+    wh = rt.warehouse()
+    try:
+        limit = wh.query("SELECT current_setting('memory_limit')")[0][0]
+    finally:
+        wh.close()
+    assert limit.replace(" ", "") in ("286.1MiB", "300.0MB", "300MB"), limit
