@@ -80,12 +80,9 @@ def cmd_state(a: argparse.Namespace) -> dict:
     landing = LocalFolderStore(a.landing, create=False)
     store = StateStore(LocalFolderStore(a.state))
     state = IngestState()
-    newest = 0
     for info in landing.list_csv():
         state.record_success(info.name, info.generation, info.size, 1, "bench-setup")
-        newest = max(newest, info.generation)
-    bound = newest if a.settled else newest - ingest.SETTLE_MARGIN_US
-    folded = state.compact(ingest.KEEP_RECORDS, bound)
+    folded = state.compact(ingest.KEEP_RECORDS) if a.settled else 0
     snap = store.save(store.read(), state)
     return {"records": len(snap.state.files), "folded": folded, "bytes": len(snap.raw),
             "seconds": round(time.perf_counter() - started, 3)}

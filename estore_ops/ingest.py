@@ -1,6 +1,6 @@
 """Scan the landing area and load pending files: the cursor logic lives here.
 
-A file version is (name, generation). Pending means: never seen (and above the watermark), its
+A file version is (name, generation). Pending means: never loaded at this generation, its
 content changed since it was loaded, or it failed fewer than `max_attempts` times. Files are
 taken in arrival order (generation), never in name order: `2019-Nov.csv` sorts before
 `2019-Oct.csv` but arrives after it.
@@ -27,13 +27,10 @@ from estore_ops.state import FAILED, LOADED, QUARANTINED, IngestState, StateStor
 from estore_ops.stores.base import ObjectInfo, ObjectStore, is_csv_name
 from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
 
-# Loaded records kept in full in the state document; older ones fold into the watermark.
+# Loaded records kept in full in the state document; older ones fold into a name -> generation map.
 KEEP_RECORDS = 2000
 # Rounds in which files whose load failed transiently (nothing kept, file unchanged) are tried again.
 WAREHOUSE_RETRY_ROUNDS = 5
-# Only files at least this much older than the newest listed file fold into the watermark, so a
-# file whose upload finished late (listed after a newer one) is never hidden by it.
-SETTLE_MARGIN_US = 3600 * 1_000_000
 
 log = get_logger("ingest")
 
@@ -71,7 +68,6 @@ class ScanResult:
     quarantined: list[ObjectInfo]
     listed: int
     settled: int
-    compaction_bound: int  # generations at or below this are safe to fold into the watermark
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -86,9 +82,10 @@ def classify(info: ObjectInfo, state: IngestState, max_attempts: int) -> Pending
     """A PendingFile, or why the file needs nothing: 'loaded' or 'quarantined'."""
     rec = state.files.get(info.name)
     if rec is None:
-        if info.generation <= state.watermark:
-            return LOADED
-        return PendingFile(info, NEW, 1, max_attempts)
+        folded = state.folded.get(info.name)
+        if folded is None:
+            return PendingFile(info, NEW, 1, max_attempts)
+        return LOADED if folded == info.generation else PendingFile(info, CHANGED, 1, max_attempts)
     if rec.generation != info.generation:
         return PendingFile(info, CHANGED, 1, max_attempts)
     if rec.status == LOADED:
@@ -107,10 +104,8 @@ def scan(landing: ObjectStore, state: IngestState, max_attempts: int, prefix: st
     pending: list[PendingFile] = []
     quarantined: list[ObjectInfo] = []
     listed = settled = 0
-    newest = 0
     for info in _list_csv(landing, prefix):
         listed += 1
-        newest = max(newest, info.generation)
         verdict = classify(info, state, max_attempts)
         if isinstance(verdict, PendingFile):
             pending.append(verdict)
@@ -119,10 +114,7 @@ def scan(landing: ObjectStore, state: IngestState, max_attempts: int, prefix: st
         else:
             settled += 1
     pending.sort(key=lambda p: (p.info.generation, p.info.name))
-    bound = newest - SETTLE_MARGIN_US
-    if pending:
-        bound = min(bound, pending[0].info.generation - 1)
-    return ScanResult(pending, quarantined, listed, settled, bound)
+    return ScanResult(pending, quarantined, listed, settled)
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -185,8 +177,8 @@ def plan_load(
     files: Sequence[str] = (),
     prefix: str = "",
     force: bool = False,
-) -> tuple[list[PendingFile], list[dict[str, str]], ScanResult | None]:
-    """Which file versions to load now; the scan is returned when it covered the whole landing area."""
+) -> tuple[list[PendingFile], list[dict[str, str]]]:
+    """Which file versions to load now, and which asked-for files are skipped (with why)."""
     skipped: list[dict[str, str]] = []
     if files:
         chosen: list[PendingFile] = []
@@ -206,7 +198,7 @@ def plan_load(
                 hint = "cursor reset --file" if verdict == QUARANTINED else "--force"
                 skipped.append({"name": name, "why": f"already {verdict} (use {hint} to load it again)"})
         chosen.sort(key=lambda p: (p.info.generation, p.info.name))
-        return chosen, skipped, None
+        return chosen, skipped
     result = scan(landing, state, max_attempts, prefix)
     chosen = list(result.pending)
     if force:
@@ -220,7 +212,7 @@ def plan_load(
     for info in result.quarantined:
         if not force:
             skipped.append({"name": info.name, "why": "quarantined (use cursor reset --file to retry)"})
-    return chosen, skipped, (result if not prefix else None)
+    return chosen, skipped
 
 
 def load_files(
@@ -245,7 +237,7 @@ def load_files(
     """
     started = time.monotonic()
     snapshot = state_store.read()
-    planned, skipped, full_scan = plan_load(landing, snapshot.state, max_attempts, files, prefix, force)
+    planned, skipped = plan_load(landing, snapshot.state, max_attempts, files, prefix, force)
     result = LoadResult(run_id, planned=planned, skipped=skipped, dry_run=dry_run)
     if on_start:
         on_start(planned)
@@ -303,13 +295,9 @@ def load_files(
         raise
     checkpoint.flush()
 
-    if full_scan is not None:
-        # Fold old loaded records only when the whole landing area was scanned, and never past
-        # a file that is still pending.
-        still_pending = [o.generation for o in result.outcomes if not o.ok]
-        bound = min([full_scan.compaction_bound, *[g - 1 for g in still_pending]])
-        if snapshot_after(state_store).compactable(KEEP_RECORDS, bound):
-            state_store.update(lambda st: st.compact(KEEP_RECORDS, bound))  # a no-op save would evict the previous version
+    if snapshot_after(state_store).compactable(KEEP_RECORDS):
+        # A no-op save would evict the previous state version: only save when something folds.
+        state_store.update(lambda st: st.compact(KEEP_RECORDS))
     result.seconds = time.monotonic() - started
     return result
 
@@ -385,8 +373,7 @@ def cursor_summary(state: IngestState, location: str) -> dict[str, Any]:
         "location": location,
         "counts": state.counts(),
         "records": len(state.files),
-        "watermark": state.watermark,
-        "compacted": state.compacted,
+        "folded": len(state.folded),
         "updated_at": state.updated_at,
         "newest_loaded": (
             {"name": newest[0], "loaded_at": newest[1].loaded_at, "rows": newest[1].rows, "run_id": newest[1].run_id}

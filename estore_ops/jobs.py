@@ -184,7 +184,7 @@ def cursor_reset(rt: Runtime, all_files: bool, files: Sequence[str]) -> dict[str
         if all_files:
             try:
                 before = rt.state.read().state
-                count: int | None = len(before.files) + before.compacted
+                count: int | None = len(before.files) + len(before.folded)
             except CorruptStateError:
                 count = None  # resetting is the way out of a corrupt document
             rt.state.reset()

@@ -68,8 +68,8 @@ def render_cursor(out: Output, summary: dict[str, Any]) -> None:
     newest = summary["newest_loaded"]
     if newest:
         out.line(f"Newest loaded: {newest['name']} at {newest['loaded_at']} ({out.num(newest['rows'])} rows, run {newest['run_id']})")
-    if summary["compacted"]:
-        out.line(f"{summary['compacted']} older loaded file(s) are folded into the watermark (generation {summary['watermark']}).")
+    if summary["folded"]:
+        out.line(f"{summary['folded']} older loaded file(s) are kept in compact form (name and generation only).")
     if summary["problems"]:
         out.table("Failed and quarantined files", ["File", "Status", "Attempts", "Error"],
                   [[p["name"], p["status"], p["attempts"], p["error"]] for p in summary["problems"]])

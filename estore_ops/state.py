@@ -1,14 +1,15 @@
 """The ingest state (the cursor): one JSON document in the state location, written by compare-and-swap.
 
 Layout (format_version 1):
-  {"format_version": 1, "updated_at": ISO, "watermark": G, "compacted": N,
+  {"format_version": 1, "updated_at": ISO, "folded": {NAME: G, ...},
    "files": {NAME: {"generation": G, "size": S, "status": "loaded|failed|quarantined",
                     "attempts": A, "rows": R, "loaded_at": ISO, "last_error": str|null, "run_id": str}}}
 
-A file version is identified by (name, generation). To keep the document bounded, the oldest
-loaded records are folded into `watermark`: any listed file absent from `files` whose generation
-is at or below it was loaded. Generations grow with arrival (see stores.base), so a file that
-arrives later, or is rewritten, always lands above the watermark and is seen.
+A file version is identified by (name, generation). To keep the document small as files
+accumulate, the oldest loaded records beyond the newest few thousand are folded into `folded`, a
+bare name -> generation map (tens of bytes a file instead of a full record). Folding keeps the
+exact identity of every loaded version, so it never depends on arrival order: a file that was
+moved in with an old timestamp is still new, and a rewritten one is still seen as changed.
 
 Every save first copies the version it replaces to `cursor.prev.json`, then writes `cursor.json`
 with `if_generation_match`: a concurrent writer gets StateConflictError, never a lost update.
@@ -77,23 +78,22 @@ class FileRecord:
 @dataclass
 class IngestState:
     files: dict[str, FileRecord] = field(default_factory=dict)
-    watermark: int = 0
-    compacted: int = 0
+    folded: dict[str, int] = field(default_factory=dict)  # old loaded versions: name -> generation
     updated_at: str | None = None
 
     # -- queries ----------------------------------------------------------------------------
     def is_settled(self, name: str, generation: int) -> bool:
-        """True when this file version needs no load: loaded, or folded into the watermark."""
+        """True when this file version needs no load: loaded (in full or folded)."""
         rec = self.files.get(name)
         if rec is not None:
             return rec.generation == generation and rec.status == LOADED
-        return generation <= self.watermark
+        return self.folded.get(name) == generation
 
     def counts(self) -> dict[str, int]:
         out = {s: 0 for s in STATUSES}
         for rec in self.files.values():
             out[rec.status] += 1
-        out[LOADED] += self.compacted
+        out[LOADED] += len(self.folded)
         return out
 
     # -- changes ----------------------------------------------------------------------------
@@ -101,6 +101,7 @@ class IngestState:
         prev = self.files.get(name)
         attempts = prev.attempts + 1 if prev and prev.generation == generation else 1
         now = iso(utcnow())
+        self.folded.pop(name, None)
         self.files[name] = FileRecord(generation, size, LOADED, attempts, rows, now, None, run_id, now)
 
     def record_failure(self, name: str, generation: int, size: int, error: str, run_id: str, max_attempts: int) -> FileRecord:
@@ -113,53 +114,38 @@ class IngestState:
         status = QUARANTINED if attempts >= max_attempts else FAILED
         now = iso(utcnow())
         rec = FileRecord(generation, size, status, attempts, None, None, error[:2000], run_id, now)
+        self.folded.pop(name, None)
         self.files[name] = rec
         return rec
 
     def forget(self, name: str) -> bool:
         """Make a file load again on the next run (e.g. after it was quarantined)."""
-        rec = self.files.get(name)
-        if rec is None:
-            return False
-        if rec.generation <= self.watermark:
-            # Dropping the record would make the watermark call it loaded: keep it, retryable.
-            self.files[name] = FileRecord(rec.generation, rec.size, FAILED, 0, None, None,
-                                          "reset by operator: loads again on the next run", rec.run_id, iso(utcnow()))
-        else:
-            del self.files[name]
-        return True
+        return self.files.pop(name, None) is not None or self.folded.pop(name, None) is not None
 
-    def _foldable(self, keep: int, safe_below: int) -> list[tuple[int, str]]:
+    def _foldable(self, keep: int) -> list[str]:
         loaded = sorted(
             ((rec.generation, name) for name, rec in self.files.items() if rec.status == LOADED),
             reverse=True,
         )
-        return [(gen, name) for gen, name in loaded[keep:] if gen <= safe_below]
+        return [name for _, name in loaded[keep:]]
 
-    def compactable(self, keep: int, safe_below: int) -> int:
+    def compactable(self, keep: int) -> int:
         """How many records `compact` would fold now."""
-        return len(self._foldable(keep, safe_below))
+        return len(self._foldable(keep))
 
-    def compact(self, keep: int, safe_below: int) -> int:
-        """Fold the oldest loaded records into the watermark; return how many were folded.
-
-        Only records with generation <= safe_below are folded: the caller guarantees every
-        listed file at or below it is settled (see ingest.compaction_bound).
-        """
-        folded = self._foldable(keep, safe_below)
-        for gen, name in folded:
-            del self.files[name]
-            self.watermark = max(self.watermark, gen)
-        self.compacted += len(folded)
-        return len(folded)
+    def compact(self, keep: int) -> int:
+        """Fold loaded records beyond the newest `keep` into the name -> generation map."""
+        names = self._foldable(keep)
+        for name in names:
+            self.folded[name] = self.files.pop(name).generation
+        return len(names)
 
     # -- (de)serialisation ------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         doc = {
             "format_version": FORMAT_VERSION,
             "updated_at": iso(utcnow()),
-            "watermark": self.watermark,
-            "compacted": self.compacted,
+            "folded": dict(sorted(self.folded.items())),
             "files": {name: asdict(rec) for name, rec in sorted(self.files.items())},
         }
         return json.dumps(doc, separators=(",", ":")).encode()
@@ -183,7 +169,8 @@ class IngestState:
             raise CorruptStateError(f"The state document {where} {why}. {RECOVERY_HINT}")
         try:
             files = {str(n): FileRecord.from_json(r) for n, r in doc["files"].items()}
-            return cls(files, int(doc.get("watermark", 0)), int(doc.get("compacted", 0)), doc.get("updated_at"))
+            folded = {str(n): int(g) for n, g in doc.get("folded", {}).items()}
+            return cls(files, folded, doc.get("updated_at"))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptStateError(f"The state document {where} has a malformed entry ({exc}). {RECOVERY_HINT}") from None
 

@@ -272,3 +272,23 @@ def test_checkpoint_zero_records_every_file_as_it_commits(ws: Workspace, monkeyp
     monkeypatch.setattr(StateStore, "save", lambda self, b, s: (saves.__setitem__("n", saves["n"] + 1), real_save(self, b, s))[1])
     assert ws.cli("load").exit_code == 0
     assert saves["n"] == 5
+
+
+def test_a_folder_moved_in_with_old_timestamps_is_loaded_even_after_compaction(ws: Workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`mv` of a folder keeps its files' ctime: arrival order alone must never mean 'loaded'."""
+    import estore_ops.ingest as ingest
+
+    monkeypatch.setattr(ingest, "KEEP_RECORDS", 1)  # fold almost everything, as after thousands of files
+    outside = ws.root / "incoming" / "2020"
+    from tests.helpers import write_csv
+
+    write_csv(outside / "2020-Jan.csv", event_lines(4, start=700))  # written BEFORE the others arrive
+    for name in ("a.csv", "b.csv", "c.csv"):
+        ws.add(name, event_lines(2, start=10 * ord(name[0])))
+    assert ws.cli("load").exit_code == 0
+    assert json.loads(ws.cli("cursor", "show", "--json").stdout)["folded"] == 2
+    (outside).rename(ws.landing / "2020")  # the files inside keep their old ctime
+    scan = json.loads(ws.cli("scan", "--json").stdout)
+    assert [p["name"] for p in scan["pending"]] == ["2020/2020-Jan.csv"]
+    assert ws.cli("load").exit_code == 0
+    assert ws.rows_by_file()["2020/2020-Jan.csv"] == 4

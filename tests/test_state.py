@@ -63,29 +63,29 @@ def test_reset_of_a_corrupt_document_keeps_the_good_previous_version(tmp_path: P
     assert set(store.restore_previous().state.files) == {"a.csv"}
 
 
-def test_compaction_folds_old_loaded_records_into_the_watermark() -> None:
+def test_compaction_folds_old_loaded_records_into_a_compact_map() -> None:
     state = IngestState()
     for g in range(1, 11):
         state.record_success(f"f{g}.csv", g, 1, 1, "r")
     state.record_failure("bad.csv", 3, 1, "boom", "r", max_attempts=3)
-    folded = state.compact(keep=4, safe_below=5)
-    assert folded == 5  # f1..f5; f6 is not safe, f7..f10 are the newest four
-    assert state.watermark == 5
+    assert state.compact(keep=4) == 6  # f1..f6 fold; f7..f10 are the newest four
     assert "bad.csv" in state.files  # failures are never folded
-    assert state.is_settled("f2.csv", 2)  # below the watermark: loaded
+    assert state.folded["f2.csv"] == 2
+    assert state.is_settled("f2.csv", 2)  # folded: loaded at that generation
     assert not state.is_settled("f2.csv", 99)  # rewritten later: pending again
+    assert not state.is_settled("never-seen.csv", 1)  # an old generation alone never means loaded
     assert state.counts()[LOADED] == 10
+    again = IngestState.from_bytes(state.to_bytes(), "test")
+    assert again.folded == state.folded and again.counts() == state.counts()
 
 
-def test_forget_of_a_file_below_the_watermark_makes_it_load_again() -> None:
+def test_forget_of_a_folded_file_makes_it_load_again() -> None:
     state = IngestState()
-    state.record_failure("q.csv", 2, 1, "bad", "r", max_attempts=1)
-    for g in range(3, 8):
+    for g in range(1, 6):
         state.record_success(f"f{g}.csv", g, 1, 1, "r")
-    state.compact(keep=0, safe_below=7)
-    assert state.watermark == 7
-    assert state.forget("q.csv")
-    assert not state.is_settled("q.csv", 2)
+    state.compact(keep=0)
+    assert state.forget("f2.csv")
+    assert not state.is_settled("f2.csv", 2)
 
 
 def test_a_failure_recorded_twice_by_one_run_counts_once() -> None:
@@ -101,6 +101,6 @@ def test_compactable_counts_what_compact_folds() -> None:
     state = IngestState()
     for g in range(1, 6):
         state.record_success(f"f{g}.csv", g, 1, 1, "r")
-    assert state.compactable(keep=2, safe_below=10) == 3
-    assert state.compact(keep=2, safe_below=10) == 3
-    assert state.compactable(keep=2, safe_below=10) == 0
+    assert state.compactable(keep=2) == 3
+    assert state.compact(keep=2) == 3
+    assert state.compactable(keep=2) == 0
