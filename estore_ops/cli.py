@@ -24,16 +24,39 @@ class EstoreGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except EstoreError as exc:
-            if _debug:
-                raise
-            from estore_ops.redact import redact
-
+            _show_traceback()
             if not isinstance(exc, JobFailedError) or str(exc):
-                typer.echo(redact(f"error: {exc}"), err=True)
+                typer.echo(_redacted(f"error: {exc}"), err=True)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except typer.Exit:
+            raise
+        except OSError as exc:
+            # A file or folder the process cannot use (permissions, disk full): one clear line.
+            _show_traceback()
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            typer.echo(_redacted(f"error: {where}{exc.strerror or exc}. Check the path's owner and permissions."), err=True)
+            raise typer.Exit(int(ExitCode.BACKEND)) from None
+        except Exception as exc:
+            _show_traceback()
+            typer.echo(_redacted(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)"), err=True)
+            raise typer.Exit(int(ExitCode.FAILED)) from None
+
+
+def _redacted(text: str) -> str:
+    from estore_ops.redact import redact
+
+    return redact(text)
+
+
+def _show_traceback() -> None:
+    """With --debug: the traceback, with secrets masked like every other output."""
+    if _debug:
+        import traceback
+
+        typer.echo(_redacted(traceback.format_exc()), err=True)
 
 
 def _typer(help_text: str) -> typer.Typer:
@@ -287,11 +310,12 @@ def lock_break(yes: YesOpt = False, json_out: JsonOpt = False) -> None:
     found = read_lock(rt.state_backend)
     if found:
         _confirm(f"Break the lock held by {found[0].describe()}?", yes)
-    broken = break_lock(rt.state_backend) if found else None
+    broken = break_lock(rt.state_backend, expected_generation=found[1]) if found else None
     if json_out:
         out.json({"broken": bool(broken), **({"lock": asdict(broken)} if broken else {})})
     else:
-        out.line(f"Broke the lock held by {broken.describe()}." if broken else "No run holds the lock.")
+        out.line(f"Broke the lock held by {broken.describe()}." if broken else
+                 "Nothing broken: no lock, or it changed hands since it was shown (run `lock show` again).")
 
 
 # -- sample data and demo -----------------------------------------------------------------------

@@ -83,5 +83,9 @@ class LockHeldError(EstoreError):
     exit_code = ExitCode.LOCKED
 
 
+class LockLostError(EstoreError):
+    """The run lock was taken by another run while this one worked (its lease was not renewed)."""
+
+
 class UnhealthyError(EstoreError):
     exit_code = ExitCode.UNHEALTHY

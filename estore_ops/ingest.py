@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from estore_ops.errors import ConfigError, ObjectNotFoundError, TransientBackendError
+from estore_ops.errors import ConfigError, EstoreError, ObjectNotFoundError, TransientBackendError
 from estore_ops.faults import fault_point
 from estore_ops.logs import get_logger
 from estore_ops.header import check_header
@@ -249,7 +249,19 @@ def load_files(
     try:
         items: list[LoadItem] = []
         for pending in planned:
-            header = retry_call(check_header, landing, pending.info, what=f"read the header of {landing.uri(pending.info.name)}")
+            try:
+                header = retry_call(check_header, landing, pending.info, what=f"read the header of {landing.uri(pending.info.name)}")
+            except (EstoreError, OSError) as exc:
+                # One unreadable file (permissions, an odd name, an outage that outlasted the
+                # retries) fails alone; a transient failure is not counted as an attempt.
+                outcome = FileOutcome(
+                    pending.info.name, pending.info.generation, pending.info.size, ok=False,
+                    error=f"{pending.info.name}: cannot be read ({exc}). Check the file's permissions and name, then run again.",
+                    retryable=isinstance(exc, TransientBackendError),
+                )
+                checkpoint.add(outcome)
+                result.outcomes.append(outcome)
+                continue
             if header.ok:
                 items.append(LoadItem(pending.info, header.columns))
             else:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from estore_ops import health, ingest
 from estore_ops.history import RunRecord
-from estore_ops.errors import ConfigError, CorruptStateError
+from estore_ops.errors import ConfigError, CorruptStateError, LockLostError
 from estore_ops.ingest import LoadResult, PendingFile, ScanResult
 from estore_ops.retry import retry_call
 from estore_ops.runtime import Runtime
@@ -36,18 +36,26 @@ def _load(
     on_file: Callable[[FileOutcome], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> LoadResult:
+    def stop() -> bool:
+        return bool(rt.lock is not None and rt.lock.lost.is_set()) or bool(should_stop and should_stop())
+
     warehouse = rt.warehouse()
     try:
         result = ingest.load_files(
             run_id=rt.run_id, landing=rt.landing, state_store=rt.state, warehouse=warehouse,
             max_attempts=rt.settings.max_attempts, files=files, prefix=prefix, force=force,
-            dry_run=dry_run, on_start=on_start, on_file=on_file, should_stop=should_stop,
+            dry_run=dry_run, on_start=on_start, on_file=on_file, should_stop=stop,
             checkpoint_seconds=rt.settings.state_checkpoint_seconds,
         )
     finally:
         warehouse.close()
     if result.loaded:
         retry_call(health.mark_data_loaded, rt.state_backend, rt.run_id, what="mark data loaded")
+    if rt.lock is not None and rt.lock.lost.is_set():
+        raise LockLostError(
+            f"This run lost the run lock to another run (its lease could not be renewed in time) and stopped after "
+            f"the file in progress: {len(result.loaded)} file(s) loaded and recorded, the rest stay pending."
+        )
     return result
 
 
@@ -111,7 +119,8 @@ def transform(
     rt: Runtime, select: Sequence[str] = (), exclude: Sequence[str] = (), full_refresh: bool = False, no_test: bool = False
 ) -> DbtRunResult:
     """dbt build: models and their tests."""
-    with tracked_job(rt, "transform") as record:
+    # A partial build (--select/--exclude) does not make the models fresh: no heartbeat.
+    with tracked_job(rt, "transform", heartbeat=not (select or exclude)) as record:
         result = _dbt(rt, "build", select=list(select) or None, exclude=list(exclude) or None,
                       full_refresh=full_refresh, no_test=no_test)
         _record_dbt(record, result)
@@ -226,12 +235,13 @@ def health_check(rt: Runtime) -> tuple[list[health.HealthRow], bool]:
         alerted = alerts.send(Alert("stale", ":warning: estore-ops pipeline is stale", lines))
     if recovered and alerts:
         alerts.send(Alert("recovery", f":large_green_circle: estore-ops heartbeat fresh again: {', '.join(recovered)}"))
-    if new or recovered:
+    if (new and alerted) or recovered:
         def change(doc: dict[str, Any]) -> None:
             for name in recovered:
                 doc.pop(name, None)
-            for name in new:
-                doc[name] = rt.run_id
+            if alerted:  # an episode whose alert did not go out is alerted again next time
+                for name in new:
+                    doc[name] = rt.run_id
         episodes.update(change)
     return rows, alerted
 

@@ -89,9 +89,17 @@ def read_lock(store: ObjectStore) -> tuple[LockInfo, int] | None:
         return LockInfo("unknown", "unknown", "unknown", 0, "", datetime.min.replace(tzinfo=timezone.utc).isoformat()), generation
 
 
-def break_lock(store: ObjectStore) -> LockInfo | None:
+def _read_quietly(store: ObjectStore) -> tuple[LockInfo, int] | None:
+    try:
+        return read_lock(store)
+    except Exception:
+        return None
+
+
+def break_lock(store: ObjectStore, expected_generation: int | None = None) -> LockInfo | None:
+    """Delete the lock, only the version the operator saw when `expected_generation` is given."""
     found = read_lock(store)
-    if found is None:
+    if found is None or (expected_generation is not None and found[1] != expected_generation):
         return None
     try:
         store.delete(LOCK_NAME, if_generation_match=found[1])
@@ -160,6 +168,12 @@ class RunLock:
             try:
                 self.generation = self.store.write(LOCK_NAME, self._document(), if_generation_match=self.generation)
             except PreconditionFailedError:
+                # Our previous renewal may have gone through with its answer lost: still ours?
+                found = _read_quietly(self.store)
+                if found and found[0].owner == self.run_id and found[0].pid == os.getpid():
+                    self.generation = found[1]
+                    continue
+                log.error("run lock %s was taken by another run: stopping this one", self.store.uri(LOCK_NAME))
                 self.lost.set()
                 return
             except Exception:  # a transient store error: try again at the next interval

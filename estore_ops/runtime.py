@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from estore_ops.config import Settings
 from estore_ops.state import StateStore
@@ -22,6 +23,7 @@ def new_run_id() -> str:
 class Runtime:
     settings: Settings
     run_id: str = field(default_factory=new_run_id)
+    lock: Any = field(default=None, repr=False)  # the RunLock while a job holds it
 
     @cached_property
     def landing(self) -> ObjectStore:

@@ -48,12 +48,16 @@ def run_lock(rt: Runtime, command: str) -> Iterator[RunLock]:
     """Hold the one run lock for the duration of a job (DuckDB allows one writer, too)."""
     lock = RunLock(rt.state_backend, rt.run_id, command, rt.settings.lock_lease_seconds)
     with lock:
-        pause_point("lock_held")
-        yield lock
+        rt.lock = lock
+        try:
+            pause_point("lock_held")
+            yield lock
+        finally:
+            rt.lock = None
 
 
 @contextmanager
-def tracked_job(rt: Runtime, job: str, lock: bool = True) -> Iterator[RunRecord]:
+def tracked_job(rt: Runtime, job: str, lock: bool = True, heartbeat: bool = True) -> Iterator[RunRecord]:
     """Run a job under the lock and record it. The body fills `record` (files, rows, failures)."""
     history = RunHistory(rt.state_backend, rt.settings.runs_keep)
     record = RunRecord(rt.run_id, job)
@@ -73,10 +77,10 @@ def tracked_job(rt: Runtime, job: str, lock: bool = True) -> Iterator[RunRecord]
         raise
     else:
         record.status = FAILED if record.failures else SUCCESS
-        _finish(rt, history, record)
+        _finish(rt, history, record, heartbeat)
 
 
-def _finish(rt: Runtime, history: RunHistory, record: RunRecord) -> None:
+def _finish(rt: Runtime, history: RunHistory, record: RunRecord, heartbeat: bool = True) -> None:
     record.ended_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     _best_effort("recording the run", history.save, record)
     log.info(
@@ -85,7 +89,8 @@ def _finish(rt: Runtime, history: RunHistory, record: RunRecord) -> None:
     )
     alerts = alert_manager(rt)
     if record.status == SUCCESS:
-        _best_effort("recording the heartbeat", health.beat, rt.state_backend, record.job, record.run_id)
+        if heartbeat:
+            _best_effort("recording the heartbeat", health.beat, rt.state_backend, record.job, record.run_id)
         if alerts:
             _best_effort("sending the recovery alert", alerts.success, record.job, record.run_id)
     elif alerts:

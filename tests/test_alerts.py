@@ -132,3 +132,11 @@ def test_systemd_credential_file_supplies_the_token(ws: Workspace, bot: FakeSlac
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     assert ws.cli("alert", "test").exit_code == 0
     assert bot.requests[0]["auth"] == "Bearer xoxb-from-credential-file"
+
+
+def test_malformed_webhook_url_is_a_clear_error_that_does_not_echo_it(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "hooks.slack.com/services/T0/B0/SUPERSECRET123")
+    result = ws.cli("alert", "test")
+    assert result.exit_code == 2
+    assert "slack_webhook_url must be the full https://hooks.slack.com/services/... URL" in result.output
+    assert "SUPERSECRET123" not in result.output

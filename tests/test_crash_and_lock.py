@@ -115,3 +115,31 @@ def test_two_runs_started_together_one_runs_the_other_exits_with_the_lock_code(w
             first.kill()
     assert ws.rows_by_file() == FILES
     assert not (ws.state / "run.lock").exists()
+
+
+def test_a_lock_taken_by_another_run_is_noticed_by_its_holder(tmp_path: Path) -> None:
+    from estore_ops.lock import LOCK_NAME, RunLock
+    from estore_ops.stores.local import LocalFolderStore
+
+    store = LocalFolderStore(tmp_path / "state")
+    lock = RunLock(store, "run-a", "load", lease_seconds=3).acquire()  # renews every second
+    try:
+        store.write(LOCK_NAME, json.dumps({"owner": "run-b", "command": "load", "host": "other", "pid": 1,
+                                           "started_at": "x", "expires_at": "2999-01-01T00:00:00+00:00"}).encode())
+        assert lock.lost.wait(10), "the holder never noticed"
+    finally:
+        lock.release()
+    assert json.loads((tmp_path / "state" / LOCK_NAME).read_text())["owner"] == "run-b"  # not deleted by A
+
+
+def test_lock_break_only_deletes_the_lock_the_operator_saw(tmp_path: Path) -> None:
+    from estore_ops.lock import break_lock, read_lock
+    from estore_ops.stores.local import LocalFolderStore
+
+    store = LocalFolderStore(tmp_path / "state")
+    store.write("run.lock", b'{"owner": "a", "command": "load", "host": "h", "pid": 1, "started_at": "x", "expires_at": "2999-01-01T00:00:00+00:00"}')
+    seen = read_lock(store)
+    assert seen is not None
+    store.write("run.lock", b'{"owner": "b", "command": "load", "host": "h", "pid": 2, "started_at": "x", "expires_at": "2999-01-01T00:00:00+00:00"}')
+    assert break_lock(store, expected_generation=seen[1]) is None  # it changed hands meanwhile
+    assert read_lock(store)[0].owner == "b"  # type: ignore[index]

@@ -292,3 +292,11 @@ def test_a_folder_moved_in_with_old_timestamps_is_loaded_even_after_compaction(w
     assert [p["name"] for p in scan["pending"]] == ["2020/2020-Jan.csv"]
     assert ws.cli("load").exit_code == 0
     assert ws.rows_by_file()["2020/2020-Jan.csv"] == 4
+
+
+def test_a_file_with_an_impossible_name_is_skipped_and_the_others_load(ws: Workspace) -> None:
+    ws.add("good.csv", event_lines(3))
+    ws.add("odd\\name.csv", event_lines(2))
+    result = ws.cli("load")
+    assert result.exit_code == 0, result.output
+    assert ws.rows_by_file() == {"good.csv": 3}

@@ -37,6 +37,8 @@ def open_notifier(settings: Any) -> Notifier:
 
         return SlackBotNotifier(token, settings.slack_channel, base_url=settings.slack_api_url or None)
     if webhook:
+        if not webhook.startswith(("https://", "http://")):
+            raise ConfigError("slack_webhook_url must be the full https://hooks.slack.com/services/... URL (value not shown).")
         from estore_ops.notify.slack import SlackWebhookNotifier
 
         return SlackWebhookNotifier(webhook)

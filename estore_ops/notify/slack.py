@@ -17,6 +17,7 @@ from slack_sdk.webhook import WebhookClient
 from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
 from estore_ops.notify.base import Alert, Notifier, NotifyError
+from estore_ops.redact import redact
 
 MAX_ATTEMPTS = 4
 MAX_SECONDS = 30
@@ -108,6 +109,8 @@ class SlackBotNotifier(Notifier):
             raise NotifyError(f"Slack refused the alert ({exc}).{hint}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise NotifyError(f"Slack could not be reached ({type(exc).__name__}: {getattr(exc, 'reason', exc)}).") from None
+        except Exception as exc:  # anything else from the SDK: never let its text (a URL, a token) escape raw
+            raise NotifyError(redact(f"Slack alert failed ({type(exc).__name__}: {exc}).")) from None
 
 
 class SlackWebhookNotifier(Notifier):
@@ -133,3 +136,5 @@ class SlackWebhookNotifier(Notifier):
             raise NotifyError(f"Slack refused the alert ({exc}).") from None
         except (urllib.error.URLError, OSError) as exc:
             raise NotifyError(f"Slack could not be reached ({type(exc).__name__}: {getattr(exc, 'reason', exc)}).") from None
+        except Exception as exc:  # anything else from the SDK: never let its text (a URL, a token) escape raw
+            raise NotifyError(redact(f"Slack alert failed ({type(exc).__name__}: {exc}).")) from None

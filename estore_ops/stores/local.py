@@ -17,7 +17,10 @@ from estore_ops.errors import (
     PreconditionFailedError,
     UnsafeNameError,
 )
+from estore_ops.logs import get_logger
 from estore_ops.stores.base import ObjectInfo, ObjectStore
+
+log = get_logger("stores.local")
 
 # Conditional writes hold this file (in the root) exclusively so check-then-rename is atomic
 # between processes; reads of small documents hold it shared. Hidden names are never listed.
@@ -92,6 +95,9 @@ class LocalFolderStore(ObjectStore):
                     stack.append(Path(entry.path))
                     continue
                 if not rel.startswith(prefix):
+                    continue
+                if "\\" in rel or "\x00" in rel:
+                    log.warning("skipping %s: a name with a backslash cannot be an object name; rename the file", entry.path)
                     continue
                 if entry.is_symlink():
                     target = Path(entry.path).resolve()

@@ -51,10 +51,10 @@ class DuckDBWarehouse(Warehouse):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._con = duckdb.connect(str(self.path), read_only=self.read_only)
             except duckdb.IOException as exc:
-                raise BackendError(
-                    f"Cannot open the DuckDB warehouse {self.path}: {str(exc).splitlines()[0]}. "
-                    "DuckDB allows one writer: is another estore-ops or a DuckDB shell using it?"
-                ) from None
+                first = str(exc).splitlines()[0]
+                hint = (" DuckDB allows one writer: is another estore-ops or a DuckDB shell using it?"
+                        if "lock" in first.lower() else " Check that the path is a DuckDB database file you can write.")
+                raise BackendError(f"Cannot open the DuckDB warehouse {self.path}: {first}.{hint}") from None
             # Parse and display times in UTC whatever the machine's zone is.
             self._con.execute("SET TimeZone = 'UTC'")
             if self.memory_limit:
