@@ -13,12 +13,14 @@ import signal
 _hits: dict[str, int] = {}
 
 
-def fault_point(name: str) -> None:
+def fault_point(name: str, subject: str = "") -> None:
+    """`name`, `name:N` (the N-th hit) or `name@FILE` (only while handling that file)."""
     spec = os.environ.get("ESTORE_FAULT_POINT")
     if not spec:
         return
     target, _, nth = spec.partition(":")
-    if target != name:
+    target, _, only = target.partition("@")
+    if target != name or (only and only != subject):
         return
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] >= int(nth or 1):

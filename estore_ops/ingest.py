@@ -12,8 +12,9 @@ that `_source_file` in the same transaction), so nothing is duplicated.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,6 +247,15 @@ def load_files(
         return result
 
     checkpoint = StateCheckpoint(state_store, run_id, max_attempts, checkpoint_seconds)
+    inflight = InFlight(state_store.store, run_id) if warehouse.loads_in_process else None
+    if inflight is not None:
+        died_on = inflight.take_dead()
+        if died_on and not warehouse.has_version(died_on.name, died_on.generation):
+            # Counted against the file (the dead run's own unit already alerted); this run goes on.
+            log.warning(died_on.error or "")
+            checkpoint.add(died_on)
+            checkpoint.flush()  # persisted before that file is tried again: it may kill us again
+            planned = [p for p in planned if not (p.info.name == died_on.name and p.attempt >= max_attempts)]
     try:
         items: list[LoadItem] = []
         for pending in planned:
@@ -277,7 +287,7 @@ def load_files(
             again: list[LoadItem] = []
             reported: set[str] = set()
             try:
-                for outcome in warehouse.load(items, landing):
+                for outcome in warehouse.load(inflight.announce(items) if inflight else items, landing):
                     reported.add(outcome.name)
                     if _retry_later(outcome, by_name, landing) and round_ < WAREHOUSE_RETRY_ROUNDS:
                         again.append(by_name[outcome.name])  # a transient warehouse failure: nothing was kept
@@ -305,6 +315,9 @@ def load_files(
         except Exception as exc:
             log.warning("could not record the files loaded before the error: %s", exc)
         raise
+    finally:
+        if inflight is not None:
+            inflight.clear()  # this run did not die: nothing is in flight
     checkpoint.flush()
 
     if snapshot_after(state_store).compactable(KEEP_RECORDS):
@@ -327,6 +340,53 @@ def _retry_later(outcome: FileOutcome, by_name: dict[str, LoadItem], landing: Ob
     except ObjectNotFoundError:
         return False
     return now.generation == by_name[outcome.name].info.generation
+
+
+class InFlight:
+    """Which file an in-process load is working on, kept in the state location.
+
+    A file that kills the process (out of memory, a timeout, a crash in the engine) records no
+    outcome, and arrival order puts it first again next time: without this marker it would be
+    retried forever and block every file behind it. The next run turns a dead run's marker into a
+    counted failure, so max_attempts and quarantine apply.
+    """
+
+    NAME = "inflight.json"
+
+    def __init__(self, store: ObjectStore, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+
+    def announce(self, items: Iterable[LoadItem]) -> Iterator[LoadItem]:
+        for item in items:
+            info = item.info
+            doc = {"run_id": self.run_id, "name": info.name, "generation": info.generation, "size": info.size}
+            retry_call(self.store.write, self.NAME, json.dumps(doc).encode(), what=f"write {self.store.uri(self.NAME)}")
+            yield item
+
+    def take_dead(self) -> FileOutcome | None:
+        """The file a previous run died on, as a failed outcome (and the marker is removed)."""
+        try:
+            raw, _ = self.store.read(self.NAME)
+            doc = json.loads(raw)
+        except ObjectNotFoundError:
+            return None
+        except (ValueError, EstoreError):
+            doc = None
+        self.clear()
+        if not doc or doc.get("run_id") == self.run_id:
+            return None
+        return FileOutcome(
+            doc["name"], int(doc["generation"]), int(doc.get("size", 0)), ok=False,
+            error=(f"{doc['name']}: run {doc['run_id']} died while loading this file (killed, out of memory or timed out). "
+                   "It is retried; if it keeps killing the process it is quarantined after max_attempts. "
+                   "Check its size and the machine's memory, or raise the service's TimeoutStartSec."),
+        )
+
+    def clear(self) -> None:
+        try:
+            self.store.delete(self.NAME)
+        except (ObjectNotFoundError, EstoreError, OSError):
+            pass
 
 
 class StateCheckpoint:

@@ -199,12 +199,12 @@ def test_file_renamed_during_its_load_fails_alone(ws: Workspace, monkeypatch: py
     hits = {"n": 0}
     point = wd.fault_point
 
-    def rename_in_second_transaction(name: str) -> None:
+    def rename_in_second_transaction(name: str, subject: str = "") -> None:
         if name == "inside_transaction":
             hits["n"] += 1
             if hits["n"] == 2:  # b.csv's rows are read, not committed yet
                 os.rename(ws.landing / "b.csv", ws.landing / "b-renamed.csv")
-        point(name)
+        point(name, subject)
 
     monkeypatch.setattr(wd, "fault_point", rename_in_second_transaction)
     result = ws.cli("load", "--json")
@@ -222,10 +222,10 @@ def test_file_deleted_before_duckdb_reads_it_is_described(ws: Workspace, monkeyp
     ws.add("b.csv", event_lines(5, start=100))
     point = wd.fault_point
 
-    def delete_next(name: str) -> None:
+    def delete_next(name: str, subject: str = "") -> None:
         if name == "after_commit" and (ws.landing / "b.csv").exists():
             (ws.landing / "b.csv").unlink()  # after a.csv committed, before b.csv is read
-        point(name)
+        point(name, subject)
 
     monkeypatch.setattr(wd, "fault_point", delete_next)
     result = ws.cli("load", "--json")

@@ -143,3 +143,23 @@ def test_lock_break_only_deletes_the_lock_the_operator_saw(tmp_path: Path) -> No
     store.write("run.lock", b'{"owner": "b", "command": "load", "host": "h", "pid": 2, "started_at": "x", "expires_at": "2999-01-01T00:00:00+00:00"}')
     assert break_lock(store, expected_generation=seen[1]) is None  # it changed hands meanwhile
     assert read_lock(store)[0].owner == "b"  # type: ignore[index]
+
+
+def test_a_file_that_kills_the_process_every_time_is_quarantined_and_the_rest_load(ws: Workspace) -> None:
+    """An OOM-like crash on one file must not block the pipeline forever."""
+    _add_files(ws)
+    env = {"ESTORE_FAULT_POINT": "inside_transaction@b.csv.gz", "ESTORE_MAX_ATTEMPTS": "2"}
+    first = ws.run("load", env=env)
+    assert first.returncode == -signal.SIGKILL
+    second = ws.run("load", env=env)  # counts the crash (attempt 1), retries b, dies again
+    assert second.returncode == -signal.SIGKILL
+    third = ws.run("load", env=env)  # counts attempt 2: quarantined, the others load
+    assert third.returncode == 0, third.stderr
+    assert "died while loading this file" in third.stderr
+    rows = ws.rows_by_file()
+    assert rows == {"a.csv": FILES["a.csv"], "c.csv": FILES["c.csv"]}
+    show = json.loads(ws.run("cursor", "show", "--json").stdout)
+    assert show["counts"] == {"loaded": 2, "failed": 0, "quarantined": 1}
+    assert "died while loading this file" in show["problems"][0]["error"]
+    assert ws.run("load", env=env).returncode == 0  # quarantined: no more crashes
+    assert not (ws.state / "inflight.json").exists()

@@ -48,6 +48,7 @@ class FileOutcome:
 class Warehouse(abc.ABC):
     url: str
     raw_schema: str = "raw"  # where raw.events lives (BigQuery: the dataset); dbt's source schema
+    loads_in_process: bool = False  # True when a file's load runs inside this process (can crash it)
 
     @abc.abstractmethod
     def ensure_raw_table(self) -> None: ...
@@ -63,6 +64,10 @@ class Warehouse(abc.ABC):
 
     @abc.abstractmethod
     def dbt_target(self, settings: Any) -> dict[str, Any]: ...
+
+    def has_version(self, name: str, generation: int) -> bool:
+        """Whether rows of this file version are committed (asked only after a crashed run)."""
+        return False
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -34,6 +34,7 @@ def duckdb_path_from_url(url: str) -> Path:
 
 
 class DuckDBWarehouse(Warehouse):
+    loads_in_process = True  # a file that kills this process must be caught by the next run (ingest.InFlight)
     def __init__(self, url: str, work_dir: Path | None = None, read_only: bool = False, memory_limit: str = "") -> None:
         self.url = url
         self.memory_limit = memory_limit
@@ -79,6 +80,15 @@ class DuckDBWarehouse(Warehouse):
             f"SELECT _source_file, count(*) FROM {schema.RAW_SCHEMA}.{schema.RAW_TABLE} GROUP BY 1"
         ).fetchall()
         return {name: count for name, count in rows}
+
+    def has_version(self, name: str, generation: int) -> bool:
+        if not self._table_exists():
+            return False
+        found = self.con.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {schema.RAW_SCHEMA}.{schema.RAW_TABLE} "
+            "WHERE _source_file = ? AND _source_generation = ? LIMIT 1)", [name, generation],
+        ).fetchone()
+        return bool(found and found[0])
 
     def _table_exists(self) -> bool:
         found = self.con.execute(
@@ -126,7 +136,7 @@ class DuckDBWarehouse(Warehouse):
                     """,
                     [info.name, info.generation, str(path), "gzip" if info.is_gzip else "none"],
                 ).fetchone()
-                fault_point("inside_transaction")
+                fault_point("inside_transaction", info.name)
                 try:
                     now_generation = retry_call(store.stat, info.name, what=f"stat {store.uri(info.name)}").generation
                 except ObjectNotFoundError:
