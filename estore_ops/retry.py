@@ -82,18 +82,3 @@ def retry_call(fn: Callable[..., T], *args: Any, what: str = "", **kwargs: Any) 
         if attempts > 1:
             raise TransientBackendError(f"{exc} (gave up after {attempts} attempts)") from exc
         raise
-
-
-def retry_transient(what: str = "") -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """Decorator form of `retry_call`."""
-
-    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
-        import functools
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> T:
-            return retry_call(fn, *args, what=what or fn.__qualname__, **kwargs)
-
-        return wrapper
-
-    return decorate

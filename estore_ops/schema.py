@@ -45,15 +45,7 @@ def duckdb_create_table_sql(schema: str = RAW_SCHEMA, table: str = RAW_TABLE) ->
     return f"CREATE TABLE IF NOT EXISTS {schema}.{table} (\n  {cols}\n)"
 
 
-def duckdb_csv_columns() -> str:
-    """The `columns=` struct for DuckDB's read_csv: every source column with its type."""
-    inner = ", ".join(f"'{c.name}': '{c.duckdb_type}'" for c in SOURCE_COLUMNS)
-    return "{" + inner + "}"
-
-
-def bigquery_schema_json() -> list[dict[str, str]]:
-    """The table schema in BigQuery's JSON form (name, type, mode, description)."""
-    return [
-        {"name": c.name, "type": c.bigquery_type, "mode": "NULLABLE", "description": c.description}
-        for c in ALL_COLUMNS
-    ]
+def duckdb_csv_columns(names: tuple[str, ...] = SOURCE_COLUMN_NAMES) -> str:
+    """The `columns=` struct for DuckDB's read_csv: the named source columns, in file order, typed."""
+    types = {c.name: c.duckdb_type for c in SOURCE_COLUMNS}
+    return "{" + ", ".join(f"'{name}': '{types[name]}'" for name in names) + "}"

@@ -24,7 +24,6 @@ from estore_ops.retry import retry_call
 from estore_ops.stores.base import ObjectStore
 from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
 
-_TYPES = {c.name: c.duckdb_type for c in schema.SOURCE_COLUMNS}
 
 
 def duckdb_path_from_url(url: str) -> Path:
@@ -114,7 +113,7 @@ class DuckDBWarehouse(Warehouse):
         started = time.monotonic()
         outcome = FileOutcome(info.name, info.generation, info.size, ok=False)
         with _readable_path(store, info.name, self.work_dir) as path:
-            columns = "{" + ", ".join(f"'{c}': '{_TYPES[c]}'" for c in item.header) + "}"
+            columns = schema.duckdb_csv_columns(item.header)
             con = self.con
             con.execute("BEGIN TRANSACTION")
             try:
