@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +64,7 @@ FIELDS: tuple[Field, ...] = (
     Field("dbt_project_dir", "", str, "The dbt project folder (empty: the one shipped with estore-ops).", path_like=True),
     Field("max_attempts", 3, int, "Failed loads of one file version before it is quarantined."),
     Field("load_memory_limit", "512MB", str, "DuckDB memory limit of the load connection, e.g. 512MB or 2GB (empty: DuckDB's default, 80% of RAM)."),
+    Field("load_batch_mb", 256, int, "Small files that arrive together load in one DuckDB transaction, up to this many MB (0: one transaction per file)."),
     Field("state_checkpoint_seconds", 1.0, float, "Write loaded files to the state at most this often (0: after every file)."),
     Field("lock_lease_seconds", 600, int, "Run lock lease; the holder renews it, others may take it over once expired."),
     Field("runs_keep", 200, int, "How many recent runs the run history keeps."),
@@ -204,6 +204,8 @@ def find_config_file(explicit: str | os.PathLike[str] | None, cwd: Path | None =
 
 
 def _read_file(path: Path) -> dict[str, Any]:
+    import tomllib  # only when there is a file: off the start-up path of every timer tick
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

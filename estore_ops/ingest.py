@@ -162,6 +162,7 @@ class LoadResult:
                     "status": "loaded" if o.ok else "failed",
                     "rows": o.rows,
                     "seconds": round(o.seconds, 3),
+                    "batch_files": o.batch_files,
                     "error": o.error,
                 }
                 for o in self.outcomes
@@ -234,7 +235,8 @@ def load_files(
 ) -> LoadResult:
     """Load pending files into the warehouse and advance the state after their commits.
 
-    `should_stop` is asked between files: on a shutdown the files not started stay pending.
+    `should_stop` is asked before the warehouse starts a file or a batch of files: on a shutdown
+    the files not started stay pending.
     """
     started = time.monotonic()
     snapshot = state_store.read()
@@ -248,14 +250,30 @@ def load_files(
 
     checkpoint = StateCheckpoint(state_store, run_id, max_attempts, checkpoint_seconds)
     inflight = InFlight(state_store.store, run_id) if warehouse.loads_in_process else None
+    suspects: set[str] = set()
     if inflight is not None:
-        died_on = inflight.take_dead()
+        died_on, suspects = inflight.take_dead()
         if died_on and not warehouse.has_version(died_on.name, died_on.generation):
             # Counted against the file (the dead run's own unit already alerted); this run goes on.
             log.warning(died_on.error or "")
             checkpoint.add(died_on)
             checkpoint.flush()  # persisted before that file is tried again: it may kill us again
             planned = [p for p in planned if not (p.info.name == died_on.name and p.attempt >= max_attempts)]
+            suspects = {died_on.name}  # its retry loads alone, so the next death is its own again
+        elif suspects:
+            log.warning(
+                "run %s died while loading a batch of %d files; they load one at a time now, so a file that "
+                "kills the process again is counted and quarantined", inflight.dead_run_id, len(suspects),
+            )
+
+    def begin(group: list[LoadItem]) -> None:
+        # Called by the warehouse before each file or batch: a stop request takes effect here,
+        # between commits, and the in-flight marker names what a crash from now on is blamed on.
+        if should_stop and should_stop():
+            raise _StopRequested
+        if inflight is not None:
+            inflight.announce(group)
+
     try:
         items: list[LoadItem] = []
         for pending in planned:
@@ -273,7 +291,9 @@ def load_files(
                 result.outcomes.append(outcome)
                 continue
             if header.ok:
-                items.append(LoadItem(pending.info, header.columns))
+                # A file that failed before, or that a run died on (alone or in a batch), loads alone.
+                solo = pending.reason == RETRY or pending.info.name in suspects
+                items.append(LoadItem(pending.info, header.columns, solo=solo))
             else:
                 outcome = FileOutcome(pending.info.name, pending.info.generation, pending.info.size, ok=False, error=header.error)
                 checkpoint.add(outcome)
@@ -287,7 +307,7 @@ def load_files(
             again: list[LoadItem] = []
             reported: set[str] = set()
             try:
-                for outcome in warehouse.load(inflight.announce(items) if inflight else items, landing):
+                for outcome in warehouse.load(items, landing, begin):
                     reported.add(outcome.name)
                     if _retry_later(outcome, by_name, landing) and round_ < WAREHOUSE_RETRY_ROUNDS:
                         again.append(by_name[outcome.name])  # a transient warehouse failure: nothing was kept
@@ -296,9 +316,8 @@ def load_files(
                     result.outcomes.append(outcome)
                     if on_file:
                         on_file(outcome)
-                    if should_stop and should_stop():
-                        stopped = True
-                        break  # closes the warehouse's generator: no further file is started
+            except _StopRequested:
+                stopped = True  # raised from `begin`: every committed file was reported first
             except TransientBackendError:
                 # The warehouse failed between files (e.g. creating the table): the files it did not
                 # report are untouched; try them in the next round.
@@ -327,6 +346,10 @@ def load_files(
     return result
 
 
+class _StopRequested(Exception):
+    """Raised through the warehouse's load when a stop was asked for before the next file."""
+
+
 def snapshot_after(state_store: StateStore) -> IngestState:
     return retry_call(state_store.read, what=f"read {state_store.location}").state
 
@@ -343,44 +366,51 @@ def _retry_later(outcome: FileOutcome, by_name: dict[str, LoadItem], landing: Ob
 
 
 class InFlight:
-    """Which file an in-process load is working on, kept in the state location.
+    """Which files an in-process load is working on, kept in the state location.
 
     A file that kills the process (out of memory, a timeout, a crash in the engine) records no
     outcome, and arrival order puts it first again next time: without this marker it would be
     retried forever and block every file behind it. The next run turns a dead run's marker into a
-    counted failure, so max_attempts and quarantine apply.
+    counted failure, so max_attempts and quarantine apply. When the run died on a batch, the
+    culprit is unknown: those files are not counted but load one at a time, so a second death
+    names the file.
     """
 
     NAME = "inflight.json"
 
     def __init__(self, store: ObjectStore, run_id: str) -> None:
         self.store, self.run_id = store, run_id
+        self.dead_run_id = ""
 
-    def announce(self, items: Iterable[LoadItem]) -> Iterator[LoadItem]:
-        for item in items:
-            info = item.info
-            doc = {"run_id": self.run_id, "name": info.name, "generation": info.generation, "size": info.size}
-            retry_call(self.store.write, self.NAME, json.dumps(doc).encode(), what=f"write {self.store.uri(self.NAME)}")
-            yield item
+    def announce(self, items: Sequence[LoadItem]) -> None:
+        files = [{"name": i.info.name, "generation": i.info.generation, "size": i.info.size} for i in items]
+        doc = {"run_id": self.run_id, "files": files}
+        retry_call(self.store.write, self.NAME, json.dumps(doc).encode(), what=f"write {self.store.uri(self.NAME)}")
 
-    def take_dead(self) -> FileOutcome | None:
-        """The file a previous run died on, as a failed outcome (and the marker is removed)."""
+    def take_dead(self) -> tuple[FileOutcome | None, set[str]]:
+        """What a previous run died on: one file as a failed outcome, or the names of a batch
+        (the marker is removed either way)."""
         try:
             raw, _ = self.store.read(self.NAME)
             doc = json.loads(raw)
         except ObjectNotFoundError:
-            return None
+            return None, set()
         except (ValueError, EstoreError):
             doc = None
         self.clear()
-        if not doc or doc.get("run_id") == self.run_id:
-            return None
+        if not isinstance(doc, dict) or doc.get("run_id") == self.run_id:
+            return None, set()
+        self.dead_run_id = str(doc.get("run_id", ""))
+        files = doc.get("files") or ([doc] if "name" in doc else [])
+        if len(files) != 1:
+            return None, {str(f["name"]) for f in files}
+        file = files[0]
         return FileOutcome(
-            doc["name"], int(doc["generation"]), int(doc.get("size", 0)), ok=False,
-            error=(f"{doc['name']}: run {doc['run_id']} died while loading this file (killed, out of memory or timed out). "
+            file["name"], int(file["generation"]), int(file.get("size", 0)), ok=False,
+            error=(f"{file['name']}: run {self.dead_run_id} died while loading this file (killed, out of memory or timed out). "
                    "It is retried; if it keeps killing the process it is quarantined after max_attempts. "
                    "Check its size and the machine's memory, or raise the service's TimeoutStartSec."),
-        )
+        ), set()
 
     def clear(self) -> None:
         try:

@@ -52,13 +52,20 @@ def render_load(out: Output, result: LoadResult) -> None:
         out.table(
             f"Load {result.run_id}",
             ["File", "Rows", "Seconds", "Status"],
-            [[o.name, out.num(o.rows) if o.ok else "", f"{o.seconds:.2f}" if o.ok else "", "loaded" if o.ok else "FAILED"] for o in result.outcomes],
+            [[o.name, out.num(o.rows) if o.ok else "", _load_seconds(o), "loaded" if o.ok else "FAILED"] for o in result.outcomes],
         )
         for o in result.failed:
             out.line(f"FAILED {o.error}", style="red")
         out.line(f"{len(result.loaded)} file(s) loaded, {out.num(result.rows)} rows, {len(result.failed)} failed, in {result.seconds:.1f}s.")
     for s in result.skipped:
         out.line(f"skipped {s['name']}: {s['why']}", style="yellow")
+
+
+def _load_seconds(o: FileOutcome) -> str:
+    if not o.ok:
+        return ""
+    # Files of one batch share one transaction: its time, not a per-file share.
+    return f"{o.seconds:.2f}" if o.batch_files == 1 else f"{o.seconds:.2f} (batch of {o.batch_files})"
 
 
 def render_cursor(out: Output, summary: dict[str, Any]) -> None:

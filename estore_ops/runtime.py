@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -16,7 +16,7 @@ from estore_ops.warehouses import Warehouse, open_warehouse
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(3).hex()  # a name, not a secret
 
 
 @dataclass
@@ -51,5 +51,6 @@ class Runtime:
 
     def warehouse(self, read_only: bool = False) -> Warehouse:
         return open_warehouse(
-            self.settings.warehouse, work_dir=self.work_dir, read_only=read_only, memory_limit=self.settings.load_memory_limit
+            self.settings.warehouse, work_dir=self.work_dir, read_only=read_only,
+            memory_limit=self.settings.load_memory_limit, batch_mb=self.settings.load_batch_mb,
         )

@@ -218,6 +218,7 @@ def test_file_renamed_during_its_load_fails_alone(ws: Workspace, monkeypatch: py
 def test_file_deleted_before_duckdb_reads_it_is_described(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     import estore_ops.warehouses.duckdb as wd
 
+    monkeypatch.setenv("ESTORE_LOAD_BATCH_MB", "0")  # one transaction per file: a.csv commits before b.csv is read
     ws.add("a.csv", event_lines(4))
     ws.add("b.csv", event_lines(5, start=100))
     point = wd.fault_point
@@ -232,3 +233,26 @@ def test_file_deleted_before_duckdb_reads_it_is_described(ws: Workspace, monkeyp
     files = {f["name"]: f for f in json.loads(result.stdout)["files"]}
     assert "b.csv disappeared from the landing area while it was loading" in files["b.csv"]["error"]
     assert ws.rows_by_file() == {"a.csv": 4}
+
+
+def test_file_deleted_before_its_batch_is_read_fails_alone(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch's read fails as a whole; the files then load one by one and only b.csv fails."""
+    import estore_ops.ingest as ingest
+
+    ws.add("a.csv", event_lines(4))
+    ws.add("b.csv", event_lines(5, start=100))
+    ws.add("c.csv", event_lines(6, start=200))
+    check = ingest.check_header
+
+    def delete_b_after_its_header(landing: Any, info: Any) -> Any:
+        result = check(landing, info)
+        if info.name == "b.csv":
+            (ws.landing / "b.csv").unlink()
+        return result
+
+    monkeypatch.setattr(ingest, "check_header", delete_b_after_its_header)
+    result = ws.cli("load", "--json")
+    files = {f["name"]: f for f in json.loads(result.stdout)["files"]}
+    assert "b.csv disappeared from the landing area while it was loading" in files["b.csv"]["error"]
+    assert files["a.csv"]["batch_files"] == files["c.csv"]["batch_files"] == 1  # loaded alone after the fallback
+    assert ws.rows_by_file() == {"a.csv": 4, "c.csv": 6}

@@ -1,5 +1,6 @@
-"""One contract for every warehouse: DuckDB (a temp file) and BigQuery (on bqemulator, reading gs://
-objects that fake-gcs-server stored). See the docstring of estore_ops.warehouses.base.
+"""One contract for every warehouse: DuckDB (a temp file; small files batched in one transaction,
+the default, and one transaction per file) and BigQuery (on bqemulator, reading gs:// objects that
+fake-gcs-server stored). See the docstring of estore_ops.warehouses.base.
 """
 
 from __future__ import annotations
@@ -39,16 +40,22 @@ class Rig:
     def item(self, name: str, header: Sequence[str] = schema.SOURCE_COLUMN_NAMES) -> LoadItem:
         return LoadItem(self.store.stat(name), tuple(header))
 
-    def load(self, *names: str) -> dict[str, FileOutcome]:
-        outcomes = list(self.warehouse.load([self.item(n) for n in names], self.store))
-        assert sorted(o.name for o in outcomes) == sorted(names)  # one outcome per file, always
+    def load(self, *names: str, items: Sequence[LoadItem] = ()) -> dict[str, FileOutcome]:
+        items = list(items) or [self.item(n) for n in names]
+        begun: list[str] = []
+        outcomes = []
+        for outcome in self.warehouse.load(items, self.store, lambda group: begun.extend(i.info.name for i in group)):
+            assert outcome.name in begun  # announced before its outcome (what a crash is blamed on)
+            outcomes.append(outcome)
+        assert sorted(o.name for o in outcomes) == sorted(i.info.name for i in items)  # one outcome per file, always
         return {o.name: o for o in outcomes}
 
 
-@pytest.fixture(params=["duckdb", pytest.param("bigquery", marks=pytest.mark.gcp)])
+@pytest.fixture(params=["duckdb", "duckdb-per-file", pytest.param("bigquery", marks=pytest.mark.gcp)])
 def rig(request: pytest.FixtureRequest, tmp_path) -> Rig:
-    if request.param == "duckdb":
-        wh = DuckDBWarehouse(f"duckdb:///{tmp_path}/warehouse.duckdb", work_dir=tmp_path / "work")
+    if request.param.startswith("duckdb"):
+        batch_mb = 0 if request.param == "duckdb-per-file" else 256
+        wh = DuckDBWarehouse(f"duckdb:///{tmp_path}/warehouse.duckdb", work_dir=tmp_path / "work", batch_mb=batch_mb)
         request.addfinalizer(wh.close)
         return Rig(wh, LocalFolderStore(tmp_path / "landing"), f"{schema.RAW_SCHEMA}.{schema.RAW_TABLE}", "duckdb")
     return _bigquery_rig(request)
@@ -171,6 +178,64 @@ def test_columns_in_another_order_load_by_name(rig: Rig) -> None:
     assert outcome.ok, outcome.error
     (event_type, first), = rig.warehouse.query(f"SELECT MIN(event_type), MIN(event_time) FROM {rig.table}")
     assert event_type == "view" and first.astimezone(timezone.utc) == datetime(2019, 10, 1, tzinfo=timezone.utc)
+
+
+def test_many_files_of_mixed_kinds_load_exactly(rig: Rig) -> None:
+    """Plain and gzip files, a header-only file, swapped columns, nested names: each exact."""
+    swapped = list(schema.SOURCE_COLUMN_NAMES)
+    swapped[0], swapped[1] = swapped[1], swapped[0]
+    swapped_lines = [",".join([c[1], c[0], *c[2:]]) for c in (ln.split(",") for ln in event_lines(3, start=900))]
+    rig.put("m/1.csv", event_lines(5))
+    rig.put("m/2.csv", event_lines(7, start=100))
+    rig.put("m/empty.csv", [])
+    rig.put("m/3.csv.gz", event_lines(4, start=200))
+    rig.put("m/4.csv.gz", event_lines(2, start=300))
+    rig.put("m/swapped.csv", swapped_lines, header=",".join(swapped))
+    rig.put("m/deeper/5.csv", event_lines(6, start=400))
+    names = ["m/1.csv", "m/2.csv", "m/empty.csv", "m/3.csv.gz", "m/4.csv.gz", "m/swapped.csv", "m/deeper/5.csv"]
+    items = [rig.item(n, header=swapped if n == "m/swapped.csv" else schema.SOURCE_COLUMN_NAMES) for n in names]
+    outcomes = rig.load(items=items)
+    assert all(o.ok for o in outcomes.values()), [o.error for o in outcomes.values() if not o.ok]
+    expected = {"m/1.csv": 5, "m/2.csv": 7, "m/empty.csv": 0, "m/3.csv.gz": 4, "m/4.csv.gz": 2, "m/swapped.csv": 3,
+                "m/deeper/5.csv": 6}
+    assert {n: o.rows for n, o in outcomes.items()} == expected
+    assert rig.warehouse.rows_by_file() == {n: r for n, r in expected.items() if r}
+    found = lineage(rig)
+    assert {n: found[n][0] for n in found} == {n: rig.store.stat(n).generation for n in found}  # one generation per file
+    again = rig.load(items=items)  # the same versions again: rows replaced, never added
+    assert {n: o.rows for n, o in again.items()} == expected
+    assert rig.warehouse.rows_by_file() == {n: r for n, r in expected.items() if r}
+
+
+def test_negative_price_fails_only_that_file(rig: Rig) -> None:
+    rig.put("p/good.csv", event_lines(3))
+    bad = event_lines(4, start=10)
+    bad[2] = bad[2].replace(",22.5,", ",-22.5,")
+    assert ",-22.5," in bad[2]
+    rig.put("p/bad.csv", bad)
+    rig.put("p/later.csv", event_lines(2, start=20))
+    outcomes = rig.load("p/good.csv", "p/bad.csv", "p/later.csv")
+    assert outcomes["p/good.csv"].ok and outcomes["p/later.csv"].ok
+    failed = outcomes["p/bad.csv"]
+    assert not failed.ok and "negative price" in failed.error and "p/bad.csv" in failed.error
+    assert rig.warehouse.rows_by_file() == {"p/good.csv": 3, "p/later.csv": 2}
+
+
+def test_one_file_changed_while_loading_leaves_the_others_committed(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    for n in ("k/a.csv", "k/b.csv", "k/c.csv"):
+        rig.put(n, event_lines(3, start=len(n) * 10))
+    items = [rig.item(n) for n in ("k/a.csv", "k/b.csv", "k/c.csv")]
+    real_stat = rig.store.stat
+
+    def stat(name: str) -> Any:
+        info = real_stat(name)
+        return dataclasses.replace(info, generation=info.generation + 1) if name == "k/b.csv" else info
+
+    monkeypatch.setattr(rig.store, "stat", stat)
+    outcomes = rig.load(items=items)
+    assert outcomes["k/a.csv"].ok and outcomes["k/c.csv"].ok
+    assert not outcomes["k/b.csv"].ok and outcomes["k/b.csv"].retryable
+    assert rig.warehouse.rows_by_file() == {"k/a.csv": 3, "k/c.csv": 3}
 
 
 # -- BigQuery only --------------------------------------------------------------------------------

@@ -21,7 +21,10 @@ def open_warehouse(url: str, work_dir: Path | None = None, read_only: bool = Fal
     if scheme == "duckdb":
         from estore_ops.warehouses.duckdb import DuckDBWarehouse
 
-        return DuckDBWarehouse(url, work_dir=work_dir, read_only=read_only, memory_limit=options.get("memory_limit", ""))
+        return DuckDBWarehouse(
+            url, work_dir=work_dir, read_only=read_only,
+            memory_limit=options.get("memory_limit", ""), batch_mb=options.get("batch_mb", 0),
+        )
     if scheme.startswith("chaos+"):
         # Fault injection for tests and drills: wraps the warehouse named after "chaos+".
         from estore_ops.warehouses.chaos import ChaosWarehouse

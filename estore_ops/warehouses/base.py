@@ -7,7 +7,11 @@ An implementation must:
   (rows never pass through Python). It yields one `FileOutcome` per file as soon as that file is
   committed or failed, so the caller can advance the state right after each commit. A file whose
   generation changed during its load must not be committed (the outcome says so). It may batch
-  several files in one job (BigQuery does, to respect table-modification quotas).
+  several files in one job (BigQuery does, to respect table-modification quotas; DuckDB loads
+  small files in one transaction), but then a failure must still be reported per file.
+  `on_begin(items)` is called before the warehouse starts on each group of files: an in-process
+  warehouse tells the caller which files a crash from here on would be blamed on. An item marked
+  `solo` must be loaded in a transaction of its own (it failed before, or a run died on its batch).
 - `rows_by_file()`: row count per `_source_file` (checks, `cursor show`, drills).
 - `query(sql)`: run a read-only query and return rows (demo summaries, tests).
 - `dbt_target(settings)`: the dbt profile target (a dict) that points dbt at this warehouse.
@@ -20,7 +24,7 @@ by name when a file has its columns in another order.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +35,7 @@ from estore_ops.stores.base import ObjectInfo, ObjectStore
 class LoadItem:
     info: ObjectInfo
     header: tuple[str, ...]
+    solo: bool = False
 
 
 @dataclass
@@ -43,6 +48,7 @@ class FileOutcome:
     seconds: float = 0.0
     error: str | None = None
     retryable: bool = False  # e.g. the file changed while loading: not counted as an attempt
+    batch_files: int = 1  # files committed in the same transaction (seconds is that transaction's time)
 
 
 class Warehouse(abc.ABC):
@@ -54,7 +60,9 @@ class Warehouse(abc.ABC):
     def ensure_raw_table(self) -> None: ...
 
     @abc.abstractmethod
-    def load(self, items: Iterable[LoadItem], store: ObjectStore) -> Iterator[FileOutcome]: ...
+    def load(
+        self, items: Iterable[LoadItem], store: ObjectStore, on_begin: Callable[[list[LoadItem]], None] | None = None
+    ) -> Iterator[FileOutcome]: ...
 
     @abc.abstractmethod
     def rows_by_file(self) -> dict[str, int]: ...

@@ -336,13 +336,18 @@ class BigQueryWarehouse(Warehouse):
         return bool(err) and err.get("reason") in TRANSIENT_JOB_REASONS
 
     # -- loading ---------------------------------------------------------------------------------
-    def load(self, items: Iterable[LoadItem], store: ObjectStore) -> Iterator[FileOutcome]:
+    def load(
+        self, items: Iterable[LoadItem], store: ObjectStore, on_begin: Callable[[list[LoadItem]], None] | None = None
+    ) -> Iterator[FileOutcome]:
         items = list(items)
         if not items:
             return
         self.ensure_raw_table()
         for start in range(0, len(items), MAX_FILES_PER_COMMIT):
-            yield from self._load_batch(items[start:start + MAX_FILES_PER_COMMIT], store)
+            batch = items[start:start + MAX_FILES_PER_COMMIT]
+            if on_begin:
+                on_begin(batch)
+            yield from self._load_batch(batch, store)
 
     def _load_batch(self, items: list[LoadItem], store: ObjectStore) -> Iterator[FileOutcome]:
         staged = [self._stage(item, store) for item in items]  # all jobs started before any wait

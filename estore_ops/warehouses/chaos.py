@@ -21,7 +21,7 @@ Nothing here retries: that is the job of the production code above the warehouse
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,9 @@ class ChaosWarehouse(Warehouse):
         self._maybe_fail("query", "run a query")
         return self.inner.query(sql)
 
-    def load(self, items: Iterable[LoadItem], store: ObjectStore) -> Iterator[FileOutcome]:
+    def load(
+        self, items: Iterable[LoadItem], store: ObjectStore, on_begin: Callable[[list[LoadItem]], None] | None = None
+    ) -> Iterator[FileOutcome]:
         self._maybe_fail("ensure", "create the raw table")  # what the inner load does first
         for item in items:
             info = item.info
@@ -77,13 +79,13 @@ class ChaosWarehouse(Warehouse):
                 error = self.plan.transient_error(f"load {info.name} into {self.inner.url}")
                 if self.plan.lost_answer():
                     # The load happened; only its answer is lost.
-                    list(self.inner.load([item], store))
+                    list(self.inner.load([item], store, on_begin))
                 yield FileOutcome(
                     info.name, info.generation, info.size, ok=False, retryable=True,
                     error=f"{error} Nothing was recorded for this file; it loads again (rows replaced, not duplicated).",
                 )
                 continue
-            yield from self.inner.load([item], store)
+            yield from self.inner.load([item], store, on_begin)
 
     def dbt_target(self, settings: Any) -> dict[str, Any]:
         return self.inner.dbt_target(settings)
