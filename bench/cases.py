@@ -179,8 +179,8 @@ def _rm(*paths: Path) -> None:
                 q.unlink(missing_ok=True)
 
 
-def _estore_env(work_dir: Path) -> dict[str, str]:
-    return child_env({"ESTORE_WORK_DIR": str(work_dir), "ESTORE_LOG_FORMAT": "json"})
+def _estore_env(work_dir: Path, **extra: str) -> dict[str, str]:
+    return child_env({"ESTORE_WORK_DIR": str(work_dir), "ESTORE_LOG_FORMAT": "json", **extra})
 
 
 def _flags(landing: Path | str, state: Path, warehouse: Path) -> list[str]:
@@ -203,8 +203,9 @@ def _check(name: str, value: float | None, target: float | None, unit: str = "x"
 
 
 def _load_vs_ctas(ctx: Context, label: str, sources: list[Path], rows: int, repeats: int,
-                  slug: str) -> tuple[Series, Series]:
-    """Interleaved: `estore-ops load` of these files vs CTAS over read_csv of the same files."""
+                  slug: str, per_file_too: bool = False) -> list[Series]:
+    """Interleaved: `estore-ops load` of these files vs CTAS over read_csv of the same files (and,
+    with per_file_too, the same load with one transaction per file: load_batch_mb = 0)."""
     run_dir = ctx.work / f"load-{slug}"
     landing = ctx.landing(f"load-{slug}/landing", *sources)
     files = [str(p) for p in ctx.files(landing)]
@@ -213,9 +214,9 @@ def _load_vs_ctas(ctx: Context, label: str, sources: list[Path], rows: int, repe
     subject = Series(f"estore-ops load: {label}", "subject", extra={"rows": rows, "files": len(files)})
     baseline = Series(f"DuckDB CTAS read_csv: {label}", "baseline", extra={"rows": rows, "files": len(files)})
 
-    def run_subject() -> Any:
+    def run_subject(**env: str) -> Any:
         _rm(state, wh, work)
-        run = run_once(estore(*_flags(landing, state, wh), "load", "-q"), run_dir, _estore_env(work))
+        run = run_once(estore(*_flags(landing, state, wh), "load", "-q"), run_dir, _estore_env(work, **env))
         n_files, n_rows, failed = _loaded(run.output)
         if failed or n_rows != rows or n_files != len(files):
             raise CommandFailed(f"expected {len(files)} files / {rows} rows, got {n_files} / {n_rows} ({failed} failed)")
@@ -225,11 +226,16 @@ def _load_vs_ctas(ctx: Context, label: str, sources: list[Path], rows: int, repe
         _rm(base_db)
         return run_once(python("-c", BASELINE_CTAS, str(base_db), *files), run_dir)
 
-    interleaved(repeats, (subject, run_subject), (baseline, run_baseline))
-    for s in (subject, baseline):
+    jobs: list[tuple[Series, Any]] = [(subject, run_subject), (baseline, run_baseline)]
+    if per_file_too:
+        per_file = Series(f"estore-ops load, one transaction per file: {label}", "variant",
+                          extra={"rows": rows, "files": len(files)})
+        jobs.append((per_file, lambda: run_subject(ESTORE_LOAD_BATCH_MB="0")))
+    interleaved(repeats, *jobs)
+    for s, _ in jobs:
         s.extra["rows_per_s"] = round(rows / s.wall)
     _rm(state, wh, work, base_db)
-    return subject, baseline
+    return [s for s, _ in jobs]
 
 
 # -- 1. load throughput -------------------------------------------------------------------------------
@@ -244,8 +250,12 @@ def case_load(ctx: Context) -> dict[str, Any]:
     series, checks = [], []
     for label, sources, rows, slug in variants:
         ctx.log(f"  {label}")
-        subject, baseline = _load_vs_ctas(ctx, label, sources, rows, ctx.repeats, slug)
-        series += [subject, baseline]
+        subject, baseline, *per_file = _load_vs_ctas(ctx, label, sources, rows, ctx.repeats, slug,
+                                                     per_file_too=slug == "ten")
+        series += [subject, baseline, *per_file]
+        if per_file:
+            checks.append(_check(f"batched vs one transaction per file, {label}", subject.wall / per_file[0].wall, None,
+                                 detail=f"{subject.wall:.3f}s vs {per_file[0].wall:.3f}s (load_batch_mb=0)"))
         checks.append(_check(f"wall time vs CTAS, {label}", subject.wall / baseline.wall, LOAD_WALL_TARGET,
                              detail=f"{subject.wall:.3f}s vs {baseline.wall:.3f}s"))
         checks.append(_check(f"peak RSS vs CTAS, {label}", subject.rss / baseline.rss, LOAD_RSS_TARGET,
@@ -266,7 +276,7 @@ def case_large(ctx: Context) -> dict[str, Any]:
             ctx.log(f"  {label}")
             src = ctx.generated(rows, gzip=gz)
             size = sum(p.stat().st_size for p in ctx.files(src))
-            subject, baseline = _load_vs_ctas(ctx, label, [src], rows, ctx.heavy(), f"large-{fmt}-{rows}")
+            subject, baseline = _load_vs_ctas(ctx, label, [src], rows, ctx.heavy(), f"large-{fmt}-{rows}")[:2]
             for s in (subject, baseline):
                 s.extra["file_mb"] = round(size / 2**20, 1)
                 s.extra["mb_per_s"] = round(size / 2**20 / s.wall, 1)

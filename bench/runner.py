@@ -121,7 +121,7 @@ class Series:
     """Repeated measurements of one command."""
 
     name: str
-    role: str  # subject | baseline | info
+    role: str  # subject | baseline | variant (the subject with another setting) | info
     runs: list[Run] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
