@@ -63,7 +63,7 @@ FIELDS: tuple[Field, ...] = (
     Field("work_dir", "./data/work", str, "Local scratch folder (dbt target, downloads).", path_like=True),
     Field("dbt_project_dir", "", str, "The dbt project folder (empty: the one shipped with estore-ops).", path_like=True),
     Field("max_attempts", 3, int, "Failed loads of one file version before it is quarantined."),
-    Field("load_memory_limit", "512MB", str, "DuckDB memory limit of the load connection, e.g. 512MB or 2GB (empty: DuckDB's default, 80% of RAM)."),
+    Field("load_memory_limit", "auto", str, "DuckDB memory limit of the load connection: auto (64MB per DuckDB thread, at least 512MB), a size like 2GB, or empty (DuckDB's default, 80% of RAM)."),
     Field("load_batch_mb", 256, int, "Small files that arrive together load in one DuckDB transaction, up to this many MB (0: one transaction per file)."),
     Field("state_checkpoint_seconds", 1.0, float, "Write loaded files to the state at most this often (0: after every file)."),
     Field("lock_lease_seconds", 600, int, "Run lock lease; the holder renews it, others may take it over once expired."),
@@ -271,9 +271,10 @@ def load_settings(
             validate_location(f.name, value, origin)
         values[f.name] = value
         sources[f.name] = origin
-    if values["load_memory_limit"] and not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", values["load_memory_limit"], re.I):
+    limit = values["load_memory_limit"]
+    if limit and limit != "auto" and not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", limit, re.I):
         raise ConfigError(
-            f"load_memory_limit from {sources['load_memory_limit']} must be a size like 512MB or 2GB, got {values['load_memory_limit']!r}."
+            f"load_memory_limit from {sources['load_memory_limit']} must be auto or a size like 512MB or 2GB, got {limit!r}."
         )
     if values["log_format"] not in ("auto", "text", "json"):
         raise ConfigError(f"log_format from {sources['log_format']} must be auto, text or json, got {values['log_format']!r}.")

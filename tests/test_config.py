@@ -115,7 +115,7 @@ def test_gcs_location_without_the_extra_says_what_to_install(ws: Workspace, monk
 
 
 def test_load_memory_limit_is_validated_and_applied(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="load_memory_limit from env ESTORE_LOAD_MEMORY_LIMIT must be a size like 512MB or 2GB"):
+    with pytest.raises(ConfigError, match="load_memory_limit from env ESTORE_LOAD_MEMORY_LIMIT must be auto or a size like 512MB or 2GB"):
         load_settings(env={"ESTORE_LOAD_MEMORY_LIMIT": "lots"}, cwd=tmp_path)
     from estore_ops.runtime import Runtime
 
@@ -126,3 +126,19 @@ def test_load_memory_limit_is_validated_and_applied(tmp_path: Path) -> None:
     finally:
         wh.close()
     assert limit.replace(" ", "") in ("286.1MiB", "300.0MB", "300MB"), limit
+
+
+def test_auto_memory_limit_grows_with_duckdb_threads(tmp_path: Path) -> None:
+    """A fixed 512MB limit made a 10M-row load run out of memory with 32 threads."""
+    from estore_ops.runtime import Runtime
+    from estore_ops.warehouses.duckdb import auto_memory_limit
+
+    assert [auto_memory_limit(t) for t in (1, 2, 8, 16, 64)] == ["512MB", "512MB", "512MB", "1024MB", "4096MB"]
+    wh = Runtime(load_settings(env={}, cwd=tmp_path)).warehouse()  # the default is auto
+    try:
+        (threads, limit), = wh.query("SELECT current_setting('threads'), current_setting('memory_limit')")
+    finally:
+        wh.close()
+    number, unit = limit.split()
+    shown_mb = float(number) * (2**20 / 1_000_000 if unit == "MiB" else 2**30 / 1_000_000 if unit == "GiB" else 1)
+    assert abs(shown_mb - max(512, 64 * int(threads))) < 1, limit
