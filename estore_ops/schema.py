@@ -45,7 +45,8 @@ def duckdb_create_table_sql(schema: str = RAW_SCHEMA, table: str = RAW_TABLE) ->
     return f"CREATE TABLE IF NOT EXISTS {schema}.{table} (\n  {cols}\n)"
 
 
-def duckdb_csv_columns(names: tuple[str, ...] = SOURCE_COLUMN_NAMES) -> str:
-    """The `columns=` struct for DuckDB's read_csv: the named source columns, in file order, typed."""
-    types = {c.name: c.duckdb_type for c in SOURCE_COLUMNS}
+def duckdb_csv_columns(names: tuple[str, ...] = SOURCE_COLUMN_NAMES, read_as: dict[str, str] | None = None) -> str:
+    """The `columns=` struct for DuckDB's read_csv: the named source columns, in file order, typed
+    (`read_as` overrides the type a column is read as)."""
+    types = {c.name: c.duckdb_type for c in SOURCE_COLUMNS} | (read_as or {})
     return "{" + ", ".join(f"'{name}': '{types[name]}'" for name in names) + "}"

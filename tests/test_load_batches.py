@@ -119,3 +119,22 @@ def test_an_in_flight_marker_of_an_older_version_still_counts_its_file(tmp_path:
     died_on, suspects = InFlight(store, "new").take_dead()
     assert died_on is not None and (died_on.name, died_on.generation, died_on.ok) == ("x.csv", 7, False)
     assert suspects == set() and not (tmp_path / InFlight.NAME).exists()
+
+
+def test_times_in_other_spellings_take_the_general_parser_and_keep_their_instants(ws: Workspace) -> None:
+    """The exact-format fast read of '... UTC' times falls back, per file, when a later line differs."""
+    lines = event_lines(3)
+    lines.append(lines[0].replace("2019-10-01 00:00:00 UTC", "2019-10-01 05:00:00+02:00"))  # 03:00 UTC
+    lines.append(lines[1].replace("2019-10-01 00:00:01 UTC", "2019-10-01 00:00:01.5 UTC"))
+    ws.add("mixed.csv", lines)
+    ws.add("plain.csv", event_lines(2, start=500))
+    bad = event_lines(4, start=900)
+    bad[2] = bad[2].replace(" UTC,", " UTC+99,", 1)
+    ws.add("bad.csv", bad)
+    files = _files(ws.cli("load", "--json"))
+    assert files["mixed.csv"]["rows"] == 5 and files["plain.csv"]["rows"] == 2
+    assert "bad.csv, line 4, column event_time" in files["bad.csv"]["error"]
+    times = ws.query(
+        "SELECT strftime(event_time AT TIME ZONE 'UTC', '%H:%M:%S.%f') FROM raw.events WHERE _source_file = 'mixed.csv' ORDER BY 1"
+    )
+    assert [t for (t,) in times] == ["00:00:00.000000", "00:00:01.000000", "00:00:01.500000", "00:00:02.000000", "03:00:00.000000"]

@@ -185,6 +185,33 @@ class DuckDBWarehouse(Warehouse):
             and size + item.info.size <= self.batch_bytes and len(group) < MAX_BATCH_FILES
         )
 
+    def _replace_rows(self, con: duckdb.DuckDBPyConnection, group: list[LoadItem], paths: list[str]) -> int:
+        """Inside the caller's transaction: delete the rows of these files, insert them from
+        `paths`, and return the number of rows inserted. Raises duckdb.Error on bad data."""
+        import duckdb
+
+        names = [item.info.name for item in group]
+        con.execute(
+            f"DELETE FROM {schema.RAW_SCHEMA}.{schema.RAW_TABLE} WHERE _source_file IN (SELECT unnest(?::VARCHAR[]))",
+            [names],
+        )
+        params = [paths, "gzip" if group[0].info.is_gzip else "none", paths, names, [i.info.generation for i in group]]
+        try:
+            inserted = con.execute(_insert_sql(group[0].header, exact_utc_times=True), params).fetchone()
+        except duckdb.Error as exc:
+            if 'converting column "event_time"' not in str(exc):
+                raise
+            # Times not all written as 'YYYY-MM-DD HH:MM:SS UTC' (offsets, fractions, or bad values):
+            # start over with the general parser; its error, if any, is the one reported.
+            con.execute("ROLLBACK")
+            con.execute("BEGIN TRANSACTION")
+            con.execute(
+                f"DELETE FROM {schema.RAW_SCHEMA}.{schema.RAW_TABLE} WHERE _source_file IN (SELECT unnest(?::VARCHAR[]))",
+                [names],
+            )
+            inserted = con.execute(_insert_sql(group[0].header, exact_utc_times=False), params).fetchone()
+        return int(inserted[0]) if inserted else 0
+
     def _load_batch(self, group: list[LoadItem], store: ObjectStore) -> list[FileOutcome] | None:
         """Load the files in one transaction; None when anything failed (nothing was kept)."""
         import duckdb
@@ -200,27 +227,7 @@ class DuckDBWarehouse(Warehouse):
                 return None  # each file alone says which one cannot be read
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(
-                    f"DELETE FROM {schema.RAW_SCHEMA}.{schema.RAW_TABLE} WHERE _source_file IN (SELECT unnest(?::VARCHAR[]))",
-                    [names],
-                )
-                # The reader names each row's file by the path it was given; the map turns that
-                # into the object's name and generation (a path it does not know aborts the load).
-                con.execute(
-                    f"""
-                    INSERT INTO {schema.RAW_SCHEMA}.{schema.RAW_TABLE} BY NAME
-                    SELECT r.* EXCLUDE (filename) REPLACE ({_PRICE_CHECK} AS price),
-                           coalesce(f.name, error('estore: unmapped file ' || r.filename)) AS _source_file,
-                           f.generation AS _source_generation, now() AS _loaded_at
-                    FROM read_csv(?, header = true, auto_detect = false, columns = {schema.duckdb_csv_columns(group[0].header)},
-                                  delim = ',', quote = '"', escape = '"', strict_mode = true,
-                                  null_padding = false, compression = ?, filename = true) AS r
-                    LEFT JOIN (SELECT unnest(?::VARCHAR[]) AS path, unnest(?::VARCHAR[]) AS name,
-                                      unnest(?::BIGINT[]) AS generation) AS f
-                           ON r.filename = f.path
-                    """,
-                    [paths, "gzip" if group[0].info.is_gzip else "none", paths, names, generations],
-                ).fetchone()
+                self._replace_rows(con, group, paths)
                 for name in names:
                     fault_point("inside_transaction", name)
                 # Rows of these names were deleted above, so every row left is from this insert;
@@ -259,28 +266,10 @@ class DuckDBWarehouse(Warehouse):
         started = time.monotonic()
         outcome = FileOutcome(info.name, info.generation, info.size, ok=False)
         with _readable_path(store, info.name, self.work_dir) as path:
-            columns = schema.duckdb_csv_columns(item.header)
             con = self.con
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(
-                    f"DELETE FROM {schema.RAW_SCHEMA}.{schema.RAW_TABLE} WHERE _source_file = ?", [info.name]
-                )
-                # BY NAME maps columns by header name, so a file with reordered columns loads right.
-                # The price check rides on the same scan (no second pass): a negative price aborts
-                # the statement, and only then is the file read again to find the line (rare path).
-                inserted = con.execute(
-                    f"""
-                    INSERT INTO {schema.RAW_SCHEMA}.{schema.RAW_TABLE} BY NAME
-                    SELECT * REPLACE ({_PRICE_CHECK} AS price),
-                           ?::VARCHAR AS _source_file, ?::BIGINT AS _source_generation,
-                           now() AS _loaded_at
-                    FROM read_csv(?, header = true, auto_detect = false, columns = {columns},
-                                  delim = ',', quote = '"', escape = '"', strict_mode = true,
-                                  null_padding = false, compression = ?)
-                    """,
-                    [info.name, info.generation, str(path), "gzip" if info.is_gzip else "none"],
-                ).fetchone()
+                inserted = self._replace_rows(con, [item], [str(path)])
                 fault_point("inside_transaction", info.name)
                 try:
                     now_generation = retry_call(store.stat, info.name, what=f"stat {store.uri(info.name)}").generation
@@ -310,7 +299,7 @@ class DuckDBWarehouse(Warehouse):
                 raise
         fault_point("after_commit")
         outcome.ok = True
-        outcome.rows = int(inserted[0]) if inserted else 0
+        outcome.rows = inserted
         outcome.seconds = time.monotonic() - started
         return outcome
 
@@ -358,6 +347,41 @@ class _readable_path:
 # would silently corrupt revenue, so the file is refused (its data type is fine, its meaning is not).
 _NEGATIVE_PRICE = "estore-check: negative price"
 _PRICE_CHECK = f"CASE WHEN price < 0 THEN error('{_NEGATIVE_PRICE}') ELSE price END"
+
+# REES46 writes every time as '2019-10-01 00:00:00 UTC'. Read with exactly that format, the reader
+# makes a plain TIMESTAMP and make_timestamptz(epoch_us(...)) turns it into the same instant with no
+# time-zone lookup per row; the general TIMESTAMPTZ parser spends about 7% of a load on those.
+_UTC_TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
+
+
+def _insert_sql(header: tuple[str, ...], exact_utc_times: bool) -> str:
+    """INSERT of the files in the `?` path list into the raw table, typed by DuckDB's reader.
+
+    Parameters: paths, compression, paths, names, generations. BY NAME maps columns by header
+    name, so a file with reordered columns loads right. The reader names each row's file by the
+    path it was given; the map turns that into the object's name and generation (a path it does
+    not know aborts the load). The price check rides on the same scan: a negative price aborts
+    the statement, and only then is the file read again to find the line (rare path).
+    """
+    columns = schema.duckdb_csv_columns(header, read_as={"event_time": "TIMESTAMP"} if exact_utc_times else None)
+    time_options = ""
+    event_time = "r.event_time"
+    if exact_utc_times:
+        time_options = f", timestampformat = '{_UTC_TIME_FORMAT}'"
+        event_time = "make_timestamptz(epoch_us(r.event_time))"
+    return f"""
+        INSERT INTO {schema.RAW_SCHEMA}.{schema.RAW_TABLE} BY NAME
+        SELECT r.* EXCLUDE (filename) REPLACE ({_PRICE_CHECK} AS price, {event_time} AS event_time),
+               coalesce(f.name, error('estore: unmapped file ' || r.filename)) AS _source_file,
+               f.generation AS _source_generation, now() AS _loaded_at
+        FROM read_csv(?, header = true, auto_detect = false, columns = {columns},
+                      delim = ',', quote = '"', escape = '"', strict_mode = true,
+                      null_padding = false, compression = ?, filename = true{time_options}) AS r
+        LEFT JOIN (SELECT unnest(?::VARCHAR[]) AS path, unnest(?::VARCHAR[]) AS name,
+                          unnest(?::BIGINT[]) AS generation) AS f
+               ON r.filename = f.path
+    """
+
 
 _LINE = re.compile(r"CSV Error on Line: (\d+)")
 _COLUMN = re.compile(r'Error when converting column "([^"]+)"\. (.*)')
