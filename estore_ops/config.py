@@ -276,6 +276,11 @@ def load_settings(
         raise ConfigError(
             f"load_memory_limit from {sources['load_memory_limit']} must be auto or a size like 512MB or 2GB, got {limit!r}."
         )
+    if any(ch in values["work_dir"] for ch in "*?[]{}"):
+        raise ConfigError(
+            f"work_dir from {sources['work_dir']} is {values['work_dir']!r}, which contains one of * ? [ ] {{ }}: "
+            "DuckDB's reader would take those as a file pattern. Choose a folder without them."
+        )
     if values["log_format"] not in ("auto", "text", "json"):
         raise ConfigError(f"log_format from {sources['log_format']} must be auto, text or json, got {values['log_format']!r}.")
     return Settings(values, sources, path)

@@ -266,6 +266,8 @@ def load_files(
                 "kills the process again is counted and quarantined", inflight.dead_run_id, len(suspects),
             )
 
+    started_alone: set[str] = set()
+
     def begin(group: list[LoadItem]) -> None:
         # Called by the warehouse before each file or batch: a stop request takes effect here,
         # between commits, and the in-flight marker names what a crash from now on is blamed on.
@@ -273,6 +275,8 @@ def load_files(
             raise _StopRequested
         if inflight is not None:
             inflight.announce(group)
+        if len(group) == 1:
+            started_alone.add(group[0].info.name)
 
     try:
         items: list[LoadItem] = []
@@ -336,7 +340,9 @@ def load_files(
         raise
     finally:
         if inflight is not None:
-            inflight.clear()  # this run did not die: nothing is in flight
+            # This run did not die: nothing is in flight. Suspects of a batch that this run
+            # planned but did not get to try alone (a stop, an outage) stay suspects.
+            inflight.keep_suspects((suspects & {p.info.name for p in planned}) - started_alone)
     checkpoint.flush()
 
     if snapshot_after(state_store).compactable(KEEP_RECORDS):
@@ -384,7 +390,18 @@ class InFlight:
 
     def announce(self, items: Sequence[LoadItem]) -> None:
         files = [{"name": i.info.name, "generation": i.info.generation, "size": i.info.size} for i in items]
-        doc = {"run_id": self.run_id, "files": files}
+        self._write({"run_id": self.run_id, "files": files, "batch": len(files) > 1})
+
+    def keep_suspects(self, names: set[str]) -> None:
+        """End of a run that did not die: clear the marker, or keep the batch suspects not yet
+        tried alone (so a later run still loads them one at a time)."""
+        if not names:
+            self.clear()
+            return
+        files = [{"name": n, "generation": 0, "size": 0} for n in sorted(names)]
+        self._write({"run_id": self.dead_run_id, "files": files, "batch": True})
+
+    def _write(self, doc: dict[str, Any]) -> None:
         retry_call(self.store.write, self.NAME, json.dumps(doc).encode(), what=f"write {self.store.uri(self.NAME)}")
 
     def take_dead(self) -> tuple[FileOutcome | None, set[str]]:
@@ -402,7 +419,7 @@ class InFlight:
             return None, set()
         self.dead_run_id = str(doc.get("run_id", ""))
         files = doc.get("files") or ([doc] if "name" in doc else [])
-        if len(files) != 1:
+        if len(files) != 1 or doc.get("batch"):
             return None, {str(f["name"]) for f in files}
         file = files[0]
         return FileOutcome(

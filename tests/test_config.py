@@ -142,3 +142,17 @@ def test_auto_memory_limit_grows_with_duckdb_threads(tmp_path: Path) -> None:
     number, unit = limit.split()
     shown_mb = float(number) * (2**20 / 1_000_000 if unit == "MiB" else 2**30 / 1_000_000 if unit == "GiB" else 1)
     assert abs(shown_mb - max(512, 64 * int(threads))) < 1, limit
+
+
+def test_auto_memory_limit_stays_under_the_memory_the_process_may_use(tmp_path: Path) -> None:
+    from estore_ops.warehouses.duckdb import auto_memory_limit, usable_memory_bytes
+
+    assert auto_memory_limit(64, 2_000_000_000) == "1600MB"  # a 2GB container on a 64-core host
+    assert auto_memory_limit(2, 500_000_000) == "400MB"
+    assert auto_memory_limit(2, 64_000_000_000) == "512MB"
+    assert (usable_memory_bytes() or 0) > 0
+
+
+def test_work_dir_with_pattern_characters_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"work_dir from env ESTORE_WORK_DIR .* contains one of \* \? \[ \] \{ \}"):
+        load_settings(env={"ESTORE_WORK_DIR": str(tmp_path / "work[1]")}, cwd=tmp_path)

@@ -138,3 +138,45 @@ def test_times_in_other_spellings_take_the_general_parser_and_keep_their_instant
         "SELECT strftime(event_time AT TIME ZONE 'UTC', '%H:%M:%S.%f') FROM raw.events WHERE _source_file = 'mixed.csv' ORDER BY 1"
     )
     assert [t for (t,) in times] == ["00:00:00.000000", "00:00:01.000000", "00:00:01.500000", "00:00:02.000000", "03:00:00.000000"]
+
+
+def test_names_with_glob_characters_read_their_own_file(ws: Workspace, monkeypatch: Any) -> None:
+    """DuckDB's reader takes * ? [ ] as a pattern: `data[1].csv` must not read `data1.csv`."""
+    names = {"data[1].csv": 3, "data1.csv": 5, "x*.csv": 2, "xa.csv": 4, "date=2019-10-01/q?.csv": 6}
+    for i, (name, n) in enumerate(names.items()):
+        ws.add(name, event_lines(n, start=100 * i))
+    files = _files(ws.cli("load", "--json"))
+    assert {n: f["rows"] for n, f in files.items()} == names
+    assert max(f["batch_files"] for f in files.values()) > 1
+    assert ws.rows_by_file() == names
+    monkeypatch.setenv("ESTORE_LOAD_BATCH_MB", "0")  # and one transaction per file
+    again = _files(ws.cli("load", "--force", "--json"))
+    assert {n: f["rows"] for n, f in again.items()} == names and ws.rows_by_file() == names
+    assert not list((ws.root / "data" / "work").glob("tmp*"))  # the links are gone
+
+
+def test_batch_suspects_the_run_did_not_reach_stay_suspects(tmp_path: Path) -> None:
+    from tests.helpers import write_csv
+
+    landing = tmp_path / "landing"
+    for name in ("a.csv", "b.csv"):
+        write_csv(landing / name, event_lines(3, start=ord(name[0]) * 10))
+    store, state_store = LocalFolderStore(landing), StateStore(LocalFolderStore(tmp_path / "state"))
+    marker = {"run_id": "dead", "files": [{"name": "a.csv", "generation": 1, "size": 1},
+                                          {"name": "b.csv", "generation": 1, "size": 1}], "batch": True}
+    (tmp_path / "state" / InFlight.NAME).write_text(json.dumps(marker))
+
+    def run(stop: bool) -> Any:
+        warehouse = DuckDBWarehouse(f"duckdb:///{tmp_path}/w.duckdb", batch_mb=256)
+        try:
+            return ingest.load_files(run_id=f"r-{stop}", landing=store, state_store=state_store, warehouse=warehouse,
+                                     max_attempts=3, should_stop=lambda: stop)
+        finally:
+            warehouse.close()
+
+    assert run(stop=True).outcomes == []  # stopped before anything: both stay suspects
+    kept = json.loads((tmp_path / "state" / InFlight.NAME).read_text())
+    assert kept["batch"] and sorted(f["name"] for f in kept["files"]) == ["a.csv", "b.csv"]
+    done = run(stop=False)
+    assert sorted((o.name, o.batch_files) for o in done.outcomes) == [("a.csv", 1), ("b.csv", 1)]  # alone
+    assert not (tmp_path / "state" / InFlight.NAME).exists()

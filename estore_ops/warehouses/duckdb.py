@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from estore_ops import schema
-from estore_ops.errors import BackendError, ObjectNotFoundError
+from estore_ops.errors import BackendError, EstoreError, ObjectNotFoundError
 from estore_ops.faults import fault_point
 from estore_ops.logs import get_logger
 from estore_ops.retry import retry_call
@@ -42,14 +42,35 @@ log = get_logger("warehouse.duckdb")
 MAX_BATCH_FILES = 500
 
 
-def auto_memory_limit(threads: int) -> str:
+def auto_memory_limit(threads: int, memory_bytes: int | None = None) -> str:
     """The load connection's memory limit for this many DuckDB threads.
 
     Each reader thread holds its own buffers: a 10M-row insert needed about 32MB per thread
     (256MB failed with 16 threads, a fixed 512MB failed with 32), so the limit grows with the
-    threads, with twice that headroom, and never below 512MB.
+    threads, with twice that headroom, and is at least 512MB; but never above 80% of the memory
+    the process may use (a many-core host with a small container), where the kernel would kill it.
     """
-    return f"{max(512, 64 * max(1, threads))}MB"
+    mb = max(512, 64 * max(1, threads))
+    if memory_bytes:
+        mb = min(mb, int(memory_bytes * 0.8 / 1_000_000))
+    return f"{mb}MB"
+
+
+def usable_memory_bytes() -> int | None:
+    """Physical memory, or the cgroup's limit when lower (containers, systemd MemoryMax=)."""
+    found = []
+    try:
+        found.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            found.append(int(text))
+    return min(found) if found else None
 
 
 def duckdb_path_from_url(url: str) -> Path:
@@ -98,7 +119,7 @@ class DuckDBWarehouse(Warehouse):
                 limit = self.memory_limit
                 if limit == "auto":
                     threads = int(self._con.execute("SELECT current_setting('threads')").fetchone()[0])  # type: ignore[index]
-                    limit = auto_memory_limit(threads)
+                    limit = auto_memory_limit(threads, usable_memory_bytes())
                 self._con.execute(f"SET memory_limit = '{limit}'")
         return self._con
 
@@ -186,8 +207,10 @@ class DuckDBWarehouse(Warehouse):
         )
 
     def _replace_rows(self, con: duckdb.DuckDBPyConnection, group: list[LoadItem], paths: list[str]) -> int:
-        """Inside the caller's transaction: delete the rows of these files, insert them from
-        `paths`, and return the number of rows inserted. Raises duckdb.Error on bad data."""
+        """Right after the caller's BEGIN: delete the rows of these files, insert them from
+        `paths`, and return the number of rows inserted. Raises duckdb.Error on bad data. When
+        the times need the general parser it restarts that transaction, so nothing may precede
+        this call in it."""
         import duckdb
 
         names = [item.info.name for item in group]
@@ -223,7 +246,7 @@ class DuckDBWarehouse(Warehouse):
         with ExitStack() as stack:
             try:
                 paths = [str(stack.enter_context(_readable_path(store, name, self.work_dir))) for name in names]
-            except (BackendError, OSError):
+            except (EstoreError, OSError):
                 return None  # each file alone says which one cannot be read
             con.execute("BEGIN TRANSACTION")
             try:
@@ -322,11 +345,18 @@ class _readable_path:
 
     def __enter__(self) -> Path:
         local = self.store.local_path(self.name)
-        if local is not None:
+        if local is not None and not has_glob_characters(str(local)):
             return local
         if self.work_dir:
             self.work_dir.mkdir(parents=True, exist_ok=True)
         suffix = ".csv.gz" if self.name.lower().endswith(".gz") else ".csv"
+        if local is not None:
+            # DuckDB's reader expands * ? [ ] { } in a path: `data[1].csv` would read `data1.csv`.
+            # A link with a plain name reads the file itself.
+            link = Path(tempfile.mktemp(suffix=suffix, dir=self.work_dir))
+            link.symlink_to(local.resolve())
+            self._tmp = link
+            return link
         fd, tmp = tempfile.mkstemp(suffix=suffix, dir=self.work_dir)
         os.close(fd)
         self._tmp = Path(tmp)
@@ -335,12 +365,23 @@ class _readable_path:
             with open(tmp, "wb") as out, self.store.open(self.name) as src:
                 shutil.copyfileobj(src, out, 8 << 20)  # streamed in 8 MiB blocks, never parsed here
 
-        retry_call(copy, what=f"download {self.store.uri(self.name)}")
+        try:
+            retry_call(copy, what=f"download {self.store.uri(self.name)}")
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)  # __exit__ does not run when __enter__ raises
+            raise
         return self._tmp
 
     def __exit__(self, *exc: object) -> None:
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
+
+
+GLOB_CHARACTERS = frozenset("*?[]{}")
+
+
+def has_glob_characters(path: str) -> bool:
+    return not GLOB_CHARACTERS.isdisjoint(path)
 
 
 # A row check evaluated while the rows are read: REES46 prices are 0 or more, and a negative one
@@ -376,7 +417,8 @@ def _insert_sql(header: tuple[str, ...], exact_utc_times: bool) -> str:
                f.generation AS _source_generation, now() AS _loaded_at
         FROM read_csv(?, header = true, auto_detect = false, columns = {columns},
                       delim = ',', quote = '"', escape = '"', strict_mode = true,
-                      null_padding = false, compression = ?, filename = true{time_options}) AS r
+                      null_padding = false, compression = ?, filename = true,
+                      hive_partitioning = false{time_options}) AS r
         LEFT JOIN (SELECT unnest(?::VARCHAR[]) AS path, unnest(?::VARCHAR[]) AS name,
                           unnest(?::BIGINT[]) AS generation) AS f
                ON r.filename = f.path
