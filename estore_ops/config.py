@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from estore_ops.errors import ConfigError
+from estore_ops.stores.base import has_pattern_characters
 
 CONFIG_FILE_NAME = "estore-ops.toml"
 ENV_PREFIX = "ESTORE_"
@@ -276,7 +277,7 @@ def load_settings(
         raise ConfigError(
             f"load_memory_limit from {sources['load_memory_limit']} must be auto or a size like 512MB or 2GB, got {limit!r}."
         )
-    if any(ch in values["work_dir"] for ch in "*?[]{}"):
+    if has_pattern_characters(values["work_dir"]):
         raise ConfigError(
             f"work_dir from {sources['work_dir']} is {values['work_dir']!r}, which contains one of * ? [ ] {{ }}: "
             "DuckDB's reader would take those as a file pattern. Choose a folder without them."

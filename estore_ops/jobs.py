@@ -54,7 +54,7 @@ def _load(
     if rt.lock is not None and rt.lock.lost.is_set():
         raise LockLostError(
             f"This run lost the run lock to another run (its lease could not be renewed in time) and stopped after "
-            f"the file in progress: {len(result.loaded)} file(s) loaded and recorded, the rest stay pending."
+            f"the file (or batch of small files) in progress: {len(result.loaded)} file(s) loaded and recorded, the rest stay pending."
         )
     return result
 

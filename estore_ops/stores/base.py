@@ -31,6 +31,14 @@ from typing import BinaryIO
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 
+# Characters that DuckDB's read_csv (like a shell) expands as a file pattern: `data[1].csv` would
+# read `data1.csv`. Paths handed to a reader must not contain them.
+PATTERN_CHARACTERS = frozenset("*?[]{}")
+
+
+def has_pattern_characters(path: str) -> bool:
+    return not PATTERN_CHARACTERS.isdisjoint(path)
+
 
 @dataclass(frozen=True)
 class ObjectInfo:

@@ -26,7 +26,7 @@ from estore_ops.errors import BackendError, EstoreError, ObjectNotFoundError
 from estore_ops.faults import fault_point
 from estore_ops.logs import get_logger
 from estore_ops.retry import retry_call
-from estore_ops.stores.base import ObjectStore
+from estore_ops.stores.base import ObjectStore, has_pattern_characters
 from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
 
 if TYPE_CHECKING:
@@ -214,10 +214,8 @@ class DuckDBWarehouse(Warehouse):
         import duckdb
 
         names = [item.info.name for item in group]
-        con.execute(
-            f"DELETE FROM {schema.RAW_SCHEMA}.{schema.RAW_TABLE} WHERE _source_file IN (SELECT unnest(?::VARCHAR[]))",
-            [names],
-        )
+        delete = f"DELETE FROM {schema.RAW_SCHEMA}.{schema.RAW_TABLE} WHERE _source_file IN (SELECT unnest(?::VARCHAR[]))"
+        con.execute(delete, [names])
         params = [paths, "gzip" if group[0].info.is_gzip else "none", paths, names, [i.info.generation for i in group]]
         try:
             inserted = con.execute(_insert_sql(group[0].header, exact_utc_times=True), params).fetchone()
@@ -228,10 +226,7 @@ class DuckDBWarehouse(Warehouse):
             # start over with the general parser; its error, if any, is the one reported.
             con.execute("ROLLBACK")
             con.execute("BEGIN TRANSACTION")
-            con.execute(
-                f"DELETE FROM {schema.RAW_SCHEMA}.{schema.RAW_TABLE} WHERE _source_file IN (SELECT unnest(?::VARCHAR[]))",
-                [names],
-            )
+            con.execute(delete, [names])
             inserted = con.execute(_insert_sql(group[0].header, exact_utc_times=False), params).fetchone()
         return int(inserted[0]) if inserted else 0
 
@@ -260,14 +255,9 @@ class DuckDBWarehouse(Warehouse):
                     "WHERE _source_generation BETWEEN ? AND ? AND _source_file IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1",
                     [min(generations), max(generations), names],
                 ).fetchall())
-                for item in group:
-                    try:
-                        now_generation = retry_call(store.stat, item.info.name, what=f"stat {store.uri(item.info.name)}").generation
-                    except ObjectNotFoundError:
-                        now_generation = 0
-                    if now_generation != item.info.generation:
-                        con.execute("ROLLBACK")
-                        return None  # the file alone gets the changed/disappeared outcome
+                if any(_current_generation(store, item.info.name) != item.info.generation for item in group):
+                    con.execute("ROLLBACK")
+                    return None  # the file alone gets the changed/disappeared outcome
                 con.execute("COMMIT")
             except duckdb.Error:
                 _rollback(con)
@@ -294,10 +284,7 @@ class DuckDBWarehouse(Warehouse):
             try:
                 inserted = self._replace_rows(con, [item], [str(path)])
                 fault_point("inside_transaction", info.name)
-                try:
-                    now_generation = retry_call(store.stat, info.name, what=f"stat {store.uri(info.name)}").generation
-                except ObjectNotFoundError:
-                    now_generation = 0  # renamed or deleted while loading
+                now_generation = _current_generation(store, info.name)
                 if now_generation != info.generation:
                     con.execute("ROLLBACK")
                     outcome.error = (
@@ -327,6 +314,14 @@ class DuckDBWarehouse(Warehouse):
         return outcome
 
 
+def _current_generation(store: ObjectStore, name: str) -> int:
+    """The object's generation now; 0 when it was renamed or deleted while loading."""
+    try:
+        return retry_call(store.stat, name, what=f"stat {store.uri(name)}").generation
+    except ObjectNotFoundError:
+        return 0
+
+
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
     import duckdb
 
@@ -345,7 +340,7 @@ class _readable_path:
 
     def __enter__(self) -> Path:
         local = self.store.local_path(self.name)
-        if local is not None and not has_glob_characters(str(local)):
+        if local is not None and not has_pattern_characters(str(local)):
             return local
         if self.work_dir:
             self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -375,13 +370,6 @@ class _readable_path:
     def __exit__(self, *exc: object) -> None:
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
-
-
-GLOB_CHARACTERS = frozenset("*?[]{}")
-
-
-def has_glob_characters(path: str) -> bool:
-    return not GLOB_CHARACTERS.isdisjoint(path)
 
 
 # A row check evaluated while the rows are read: REES46 prices are 0 or more, and a negative one
