@@ -463,7 +463,7 @@ def runs_list(
         out.line("No runs recorded yet.")
         return
     out.table("Recent runs", ["Run", "Job", "Started", "Seconds", "Status", "Files", "Rows", "Error"], [
-        [r.run_id, r.job, r.started_at, "" if r.seconds is None else f"{r.seconds:.0f}", r.status,
+        [r.run_id, r.job, r.started_at[:19], "" if r.seconds is None else f"{r.seconds:.1f}", r.status,
          r.files_loaded, out.num(r.rows_loaded), (r.error or (r.failures[0]["subject"] if r.failures else ""))[:60]]
         for r in records
     ])

@@ -17,8 +17,9 @@ RUNS_NAME = "runs.json"
 RUNNING, SUCCESS, FAILED, LOCKED = "running", "success", "failed", "locked"
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def now_iso() -> str:
+    # Milliseconds: most ticks take well under a second, and whole seconds made their duration 0.
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -28,7 +29,7 @@ class RunRecord:
     args: list[str] = field(default_factory=lambda: sys.argv[1:])
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
-    started_at: str = field(default_factory=_now)
+    started_at: str = field(default_factory=now_iso)
     ended_at: str | None = None
     status: str = RUNNING
     files_loaded: int = 0
@@ -42,7 +43,7 @@ class RunRecord:
     def seconds(self) -> float | None:
         if not self.ended_at:
             return None
-        return (datetime.fromisoformat(self.ended_at) - datetime.fromisoformat(self.started_at)).total_seconds()
+        return round((datetime.fromisoformat(self.ended_at) - datetime.fromisoformat(self.started_at)).total_seconds(), 3)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self) | {"seconds": self.seconds}

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from datetime import datetime, timezone
 from typing import Any
 
 from estore_ops import health
 from estore_ops.alerts import AlertManager, Failure
 from estore_ops.errors import LockHeldError
 from estore_ops.faults import pause_point
-from estore_ops.history import FAILED, SUCCESS, RunHistory, RunRecord
+from estore_ops.history import FAILED, SUCCESS, RunHistory, RunRecord, now_iso
 from estore_ops.lock import RunLock
 from estore_ops.logs import get_logger
 from estore_ops.redact import redact
@@ -81,7 +80,7 @@ def tracked_job(rt: Runtime, job: str, lock: bool = True, heartbeat: bool = True
 
 
 def _finish(rt: Runtime, history: RunHistory, record: RunRecord, heartbeat: bool = True) -> None:
-    record.ended_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record.ended_at = now_iso()
     _best_effort("recording the run", history.save, record)
     log.info(
         "%s %s", record.job, record.status,

@@ -121,6 +121,7 @@ def test_runs_lists_and_shows_what_happened(ws: Workspace) -> None:
     listing = json.loads(ws.cli("runs", "--json").stdout)
     assert listing[0]["run_id"] == load["run_id"] and listing[0]["status"] == "failed"
     assert listing[0]["files_loaded"] == 1 and listing[0]["files_failed"] == 1 and listing[0]["rows_loaded"] == 5
+    assert 0 < listing[0]["seconds"] < 60  # a sub-second run has a duration, not 0
     detail = ws.cli("runs", "show", load["run_id"][:22])
     assert detail.exit_code == 0
     assert "FAILED bad.csv: bad.csv, line 1: header has missing column(s)" in detail.output
