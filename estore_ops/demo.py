@@ -31,7 +31,8 @@ def run_demo(rt: Runtime, out: Output) -> None:
     else:
         out.line(f"Nothing new: {scan.listed} file(s) already loaded (run `make demo` again after adding files).")
 
-    out.line("3. Load into raw.events (one transaction per file; the state advances only after the commits)", style="bold")
+    out.line("3. Load into raw.events (one transaction per file, or per batch of small files that arrive together; "
+             "the state advances only after the commits)", style="bold")
     result = jobs.load(rt)
     render_load(out, result)
     if not result.ok:
