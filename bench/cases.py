@@ -203,6 +203,22 @@ def _check(name: str, value: float | None, target: float | None, unit: str = "x"
             "met": met, "detail": detail}
 
 
+def _load_paths(run_dir: Path) -> tuple[Path, Path, Path]:
+    """State folder, warehouse file and work folder of the loads run under run_dir."""
+    return run_dir / "state", run_dir / "warehouse.duckdb", run_dir / "work"
+
+
+def _run_load(landing: Path, run_dir: Path, rows: int, files: int, **env: str) -> Any:
+    """One `estore-ops load` into a fresh state and warehouse; every file and row must load."""
+    state, wh, work = _load_paths(run_dir)
+    _rm(state, wh, work)
+    run = run_once(estore(*_flags(landing, state, wh), "load", "-q"), run_dir, _estore_env(work, **env))
+    n_files, n_rows, failed = _loaded(run.output)
+    if failed or n_rows != rows or n_files != files:
+        raise CommandFailed(f"expected {files} files / {rows} rows, got {n_files} / {n_rows} ({failed} failed)")
+    return run
+
+
 def _load_vs_ctas(ctx: Context, label: str, sources: list[Path], rows: int, repeats: int,
                   slug: str, per_file_too: bool = False) -> list[Series]:
     """Interleaved: `estore-ops load` of these files vs CTAS over read_csv of the same files (and,
@@ -210,18 +226,12 @@ def _load_vs_ctas(ctx: Context, label: str, sources: list[Path], rows: int, repe
     run_dir = ctx.work / f"load-{slug}"
     landing = ctx.landing(f"load-{slug}/landing", *sources)
     files = [str(p) for p in ctx.files(landing)]
-    state, wh, work = run_dir / "state", run_dir / "warehouse.duckdb", run_dir / "work"
     base_db = run_dir / "baseline.duckdb"
     subject = Series(f"estore-ops load: {label}", "subject", extra={"rows": rows, "files": len(files)})
     baseline = Series(f"DuckDB CTAS read_csv: {label}", "baseline", extra={"rows": rows, "files": len(files)})
 
     def run_subject(**env: str) -> Any:
-        _rm(state, wh, work)
-        run = run_once(estore(*_flags(landing, state, wh), "load", "-q"), run_dir, _estore_env(work, **env))
-        n_files, n_rows, failed = _loaded(run.output)
-        if failed or n_rows != rows or n_files != len(files):
-            raise CommandFailed(f"expected {len(files)} files / {rows} rows, got {n_files} / {n_rows} ({failed} failed)")
-        return run
+        return _run_load(landing, run_dir, rows, len(files), **env)
 
     def run_baseline() -> Any:
         _rm(base_db)
@@ -235,7 +245,7 @@ def _load_vs_ctas(ctx: Context, label: str, sources: list[Path], rows: int, repe
     interleaved(repeats, *jobs)
     for s, _ in jobs:
         s.extra["rows_per_s"] = round(rows / s.wall)
-    _rm(state, wh, work, base_db)
+    _rm(*_load_paths(run_dir), base_db)
     return [s for s, _ in jobs]
 
 
@@ -311,16 +321,11 @@ def case_large(ctx: Context) -> dict[str, Any]:
 def _load_only(ctx: Context, label: str, src: Path, rows: int, repeats: int, slug: str, **env: str) -> Series:
     run_dir = ctx.work / f"load-{slug}"
     landing = ctx.landing(f"load-{slug}/landing", src)
-    state, wh, work = run_dir / "state", run_dir / "warehouse.duckdb", run_dir / "work"
     series = Series(f"estore-ops load: {label}", "variant", extra={"rows": rows})
     for _ in range(repeats):
-        _rm(state, wh, work)
-        run = run_once(estore(*_flags(landing, state, wh), "load", "-q"), run_dir, _estore_env(work, **env))
-        if _loaded(run.output)[1] != rows:
-            raise CommandFailed(f"expected {rows} rows:\n{run.output[-2000:]}")
-        series.runs.append(run)
+        series.runs.append(_run_load(landing, run_dir, rows, len(ctx.files(landing)), **env))
     series.extra["rows_per_s"] = round(rows / series.wall)
-    _rm(state, wh, work)
+    _rm(*_load_paths(run_dir))
     return series
 
 
