@@ -6,6 +6,7 @@ Errors from the library (EstoreError) become exit codes in one place: EstoreGrou
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -392,6 +393,35 @@ def report(json_out: JsonOpt = False) -> None:
 
     rt = _runtime()
     render_headline(_output(json_out), jobs.report(rt))
+
+
+@app.command()
+def verify(
+    deep: Annotated[bool, typer.Option("--deep", help="Recount the rows of every landing file (DuckDB's reader; on GCP a BigQuery external table over gs://).")] = False,
+    since: Annotated[Optional[datetime], typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"], help="Only events at or after this UTC date/time (BigQuery prunes partitions).")] = None,
+    until: Annotated[Optional[datetime], typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"], help="Only events before this UTC date/time.")] = None,
+    prefix: Annotated[str, typer.Option(help="Only files under this prefix.")] = "",
+    fail_on_gone: Annotated[bool, typer.Option("--fail-on-gone", help="A loaded file missing from the landing area is a failure (default: reported only).")] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="List every file, not only those that need a look.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check that the warehouse holds exactly what landed: rows per file version vs the state and the files. Exit 1 on a mismatch."""
+    from estore_ops import jobs
+
+    rt = _runtime()
+    out = _output(json_out)
+    result = jobs.verify(rt, deep=deep, since=_utc(since), until=_utc(until), fail_on_gone=fail_on_gone, prefix=prefix)
+    result.render(out, show_all)
+    if not result.ok:
+        listed = ", ".join(f"{c.name} ({c.verdict})" for c in result.problems[:10])
+        more = f" and {len(result.problems) - 10} more" if len(result.problems) > 10 else ""
+        raise JobFailedError(f"verify: {len(result.problems)} problem(s): {listed}{more}" if not json_out else "")
+
+
+def _utc(moment: Optional[datetime]) -> Optional[datetime]:
+    from datetime import timezone
+
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
 # -- unattended operation -----------------------------------------------------------------------
