@@ -386,13 +386,24 @@ def snapshot(
 
 
 @app.command()
-def report(json_out: JsonOpt = False) -> None:
-    """Headline results from the marts: RFM segments, conversion funnel, churn by cohort."""
+def report(
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML page (charts, tables, load freshness) to this path.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Headline results from the marts: RFM segments, conversion funnel, churn by cohort (or an HTML page with --html)."""
     from estore_ops import jobs
     from estore_ops.render import render_headline
 
     rt = _runtime()
-    render_headline(_output(json_out), jobs.report(rt))
+    out = _output(json_out)
+    if html is None:
+        render_headline(out, jobs.report(rt))
+        return
+    page = jobs.report_html(rt, html)
+    if json_out:
+        out.json(page.as_dict())
+    else:
+        out.line(f"Report written: {page.path} ({out.size(page.bytes)}, {len(page.charts)} charts). Open it in a browser; it works offline.")
 
 
 @app.command()

@@ -20,6 +20,7 @@ from estore_ops.warehouses.base import FileOutcome
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from estore_ops.html_report import HtmlReport
     from estore_ops.transform import DbtRunResult
     from estore_ops.verify import VerifyResult
 
@@ -301,6 +302,29 @@ def verify(
             {"subject": c.name, "error": f"{c.verdict}: {c.detail}. Fix: {c.fix}"} for c in result.problems
         ]
         return result
+
+
+def report_html(rt: Runtime, path: Path) -> HtmlReport:
+    """Write the self-contained HTML report: marts for the numbers, the state for the freshness."""
+    from estore_ops.documents import JsonDocument
+    from estore_ops.html_report import build_report
+    from estore_ops.html_report.data import Freshness
+
+    state = rt.state.read().state
+    summary = ingest.cursor_summary(state, rt.state.location)
+    pending = ingest.scan(rt.landing, state, rt.settings.max_attempts).pending
+    beats, _ = JsonDocument(rt.state_backend, health.HEARTBEATS_NAME).read()
+    newest = summary["newest_loaded"] or {}
+    freshness = Freshness(
+        newest_file=newest.get("name"), newest_loaded_at=newest.get("loaded_at"), loaded_files=summary["counts"]["loaded"],
+        pending=[p.info.name for p in pending], failed=summary["problems"],
+        last_transform=beats.get("transform", {}).get("at"), data_loaded=beats.get("data_loaded", {}).get("at"),
+    )
+    warehouse = rt.warehouse(read_only=True)
+    try:
+        return build_report(warehouse, freshness, path)
+    finally:
+        warehouse.close()
 
 
 def alert_test(rt: Runtime) -> str:
