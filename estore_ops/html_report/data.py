@@ -19,6 +19,8 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+from estore_ops.errors import JobFailedError
+
 MARTS = "marts"
 TOP_N = 10
 
@@ -182,9 +184,28 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+class MartsMissingError(JobFailedError):
+    """The marts the page reads have not been built."""
+
+
+def _query(warehouse: Any, name: str, sql: str) -> list[dict[str, Any]]:
+    try:
+        return warehouse.query_records(sql)
+    except Exception as exc:
+        text = str(exc)
+        # DuckDB: "Table with name fct_events does not exist"; BigQuery: "404 Not found: Table p:marts.fct_events"
+        if "does not exist" in text or "Not found: Table" in text:
+            first = text.strip().splitlines()[0][:300]
+            raise MartsMissingError(
+                f"The report reads the dbt marts, which are not built in {warehouse.url} ({first}). "
+                "Run `estore-ops transform` first."
+            ) from None
+        raise
+
+
 def read_marts(warehouse: Any) -> dict[str, Any]:
     """Every number of the page from the marts, in one pass over SQL."""
-    rows = {name: warehouse.query_records(sql) for name, sql in SQL.items()}
+    rows = {name: _query(warehouse, name, sql) for name, sql in SQL.items()}
     events, users, funnel_row = rows["events"][0], rows["users"][0], rows["funnel"][0]
     funnel_counts = {k: int(funnel_row[k] or 0) for k in ("sessions", "viewed", "carted", "purchased")}
     headline = Headline(

@@ -75,8 +75,9 @@ def render_html(data: ReportData, charts: list[Chart]) -> str:
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
     env.filters.update(amount=_amount, pct=_pct, count=_count, when=_when)
-    # The embedded data is JSON in a non-executed <script> block; "</" is escaped so no value can close it.
-    embedded = json.dumps(data.as_dict(), separators=(",", ":")).replace("</", "<\\/")
+    # The embedded data is JSON in a non-executed <script> block; every "<" is written as \u003c so
+    # no value can close the block or start a comment in it.
+    embedded = json.dumps(data.as_dict(), separators=(",", ":")).replace("<", "\\u003c")
     return env.get_template(TEMPLATE).render(
         d=data, h=data.headline, f=data.freshness, csp=CONTENT_SECURITY_POLICY, embedded=embedded,
         charts={c.key: {"chart": c, "uri": _svg_uri(c), "size": _size(c)} for c in charts},
