@@ -579,6 +579,7 @@ def systemd_install(
     work_dir: Annotated[Path, typer.Option(help="Scratch folder (dbt target, downloads).")] = Path("/var/lib/estore-ops/work"),
     credential_file: Annotated[Path, typer.Option(help="Root-only file with the Slack token (LoadCredential=).")] = Path("/etc/estore-ops/credentials/slack_token"),
     unit_dir: Annotated[Path, typer.Option(help="Where unit files go.")] = Path("/etc/systemd/system"),
+    verify_calendar: Annotated[str, typer.Option(help="When the weekly `estore-ops verify` runs (systemd OnCalendar=).")] = "Mon *-*-* 03:00:00",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the units and commands; change nothing.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -586,7 +587,8 @@ def systemd_install(
     from estore_ops.deploy import install, render_units
 
     out = _output(json_out)
-    units = render_units(user=user, env_file=env_file, state_dir=state_dir, work_dir=work_dir, credential_file=credential_file)
+    units = render_units(user=user, env_file=env_file, state_dir=state_dir, work_dir=work_dir, credential_file=credential_file,
+                         verify_calendar=verify_calendar)
     result = install(units, unit_dir=unit_dir, dry_run=dry_run)
     if json_out:
         out.json({"dry_run": result.dry_run, "files": {str(k): v for k, v in result.files.items()},

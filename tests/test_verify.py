@@ -307,3 +307,30 @@ def test_an_unreachable_warehouse_is_a_backend_error_not_a_verdict(ws: Workspace
     result = ws.cli("verify")
     assert result.exit_code == 4, result.output
     assert "count rows by file version" in result.output and "verdict=" not in result.output
+
+
+def test_weekly_timer_runs_verify_and_its_schedule_is_configurable(tmp_path) -> None:
+    from estore_ops.deploy.systemd import DeployError, render_units
+
+    common = dict(exe=tmp_path / "estore-ops", env_file=tmp_path / "env", state_dir=tmp_path / "s", work_dir=tmp_path / "w",
+                  credential_file=None)
+    (tmp_path / "estore-ops").write_text("")
+    units = render_units(**common)
+    service, timer = units["estore-ops-verify.service"], units["estore-ops-verify.timer"]
+    assert f"ExecStart={tmp_path / 'estore-ops'} verify\n" in service
+    assert "OnFailure=estore-ops-alert@%n.service" in service  # a killed or timed-out run still alerts
+    assert "OnCalendar=Mon *-*-* 03:00:00\n" in timer and "Persistent=true" in timer
+    custom = render_units(**common, verify_calendar="Sun *-*-* 05:30:00")["estore-ops-verify.timer"]
+    assert "OnCalendar=Sun *-*-* 05:30:00\n" in custom
+    with pytest.raises(DeployError, match="not an OnCalendar= expression"):
+        render_units(**common, verify_calendar="Mon\nExecStartPre=/bin/sh -c evil")
+
+
+def test_systemd_install_dry_run_lists_the_verify_timer(ws: Workspace) -> None:
+    result = ws.cli("systemd", "install", "--dry-run", "--json", "--verify-calendar", "*-*-01 04:00:00")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert "estore-ops-verify.timer" in data["timers"]
+    timer = next(text for path, text in data["files"].items() if path.endswith("estore-ops-verify.timer"))
+    assert "OnCalendar=*-*-01 04:00:00" in timer
+    assert any("enable --now" in c and "estore-ops-verify.timer" in c for c in data["commands"])
