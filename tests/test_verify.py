@@ -334,3 +334,21 @@ def test_systemd_install_dry_run_lists_the_verify_timer(ws: Workspace) -> None:
     timer = next(text for path, text in data["files"].items() if path.endswith("estore-ops-verify.timer"))
     assert "OnCalendar=*-*-01 04:00:00" in timer
     assert any("enable --now" in c and "estore-ops-verify.timer" in c for c in data["commands"])
+
+
+def test_bigquery_grouped_count_filters_the_partitioning_column_with_constants() -> None:
+    """BigQuery prunes partitions only for a filter on the partitioning column (raw.events: event_time,
+    DAY) compared with constant expressions; see
+    https://cloud.google.com/bigquery/docs/querying-partitioned-tables#use_a_constant_filter_expression
+    Without a range the query reads only the two lineage columns."""
+    from datetime import datetime, timezone
+
+    pytest.importorskip("google.cloud.bigquery", reason="the [gcp] extra is not installed")
+    from estore_ops.warehouses.bigquery import BigQueryWarehouse
+
+    wh = BigQueryWarehouse("p", "raw", location="EU")
+    sql = wh.count_by_version_sql(datetime(2019, 10, 1, tzinfo=timezone.utc), datetime(2019, 11, 1, 2, 0))
+    assert sql == ("SELECT _source_file, _source_generation, COUNT(*) AS n FROM `p.raw.events` "
+                   "WHERE event_time >= TIMESTAMP('2019-10-01 00:00:00.000000+00') "
+                   "AND event_time < TIMESTAMP('2019-11-01 02:00:00.000000+00') GROUP BY _source_file, _source_generation")
+    assert "WHERE" not in wh.count_by_version_sql()
