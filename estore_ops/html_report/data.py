@@ -24,6 +24,20 @@ from estore_ops.errors import JobFailedError
 MARTS = "marts"
 TOP_N = 10
 
+
+def _top_by_revenue(column: str) -> str:
+    return f"""
+        select {column} as name,
+               coalesce(sum(revenue), 0) as revenue,
+               count(*) as purchases
+        from {MARTS}.fct_events
+        where cast(is_purchase as bigint) = 1 and {column} is not null
+        group by {column}
+        order by revenue desc, name
+        limit {TOP_N}
+    """
+
+
 SQL: dict[str, str] = {
     # headline and per-day numbers: fct_events (one row per event)
     "events": f"""
@@ -63,15 +77,9 @@ SQL: dict[str, str] = {
         from {MARTS}.fct_sessions
     """,
     "churn": f"select * from {MARTS}.metrics_churn",
-    "categories": f"""
-        select category_code as name,
-               coalesce(sum(revenue), 0) as revenue,
-               count(*) as purchases
-        from {MARTS}.fct_events
-        where cast(is_purchase as bigint) = 1 and category_code is not null
-        group by category_code
-        order by revenue desc, name
-        limit {TOP_N}
+    "categories": _top_by_revenue("category_code"),
+    "brands": _top_by_revenue("brand"),
+}
     """,
     "brands": f"""
         select brand as name,
