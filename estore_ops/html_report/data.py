@@ -80,18 +80,6 @@ SQL: dict[str, str] = {
     "categories": _top_by_revenue("category_code"),
     "brands": _top_by_revenue("brand"),
 }
-    """,
-    "brands": f"""
-        select brand as name,
-               coalesce(sum(revenue), 0) as revenue,
-               count(*) as purchases
-        from {MARTS}.fct_events
-        where cast(is_purchase as bigint) = 1 and brand is not null
-        group by brand
-        order by revenue desc, name
-        limit {TOP_N}
-    """,
-}
 
 CENT = Decimal("0.01")
 
