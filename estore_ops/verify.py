@@ -191,7 +191,7 @@ def _check_loaded(
         notes.append(f"could not recount the file: {recount}")
     elif isinstance(recount, int) and state_rows is not None and recount != state_rows:
         notes.append(f"the state recorded {state_rows} rows at load time, the file holds {recount}")
-    reload = _reload_fix(name, check.file, table, generation)
+    reload = _reload_fix(name, check.file, table)
 
     if expected is None:
         if warehouse_rows == 0 and not ranged:
@@ -231,7 +231,7 @@ def _set(check: FileCheck, verdict: str, problem: bool, detail: str, fix: str = 
     check.verdict, check.problem, check.detail, check.fix = verdict, problem, detail, fix
 
 
-def _reload_fix(name: str, file: str, table: _Table, generation: int) -> str:
+def _reload_fix(name: str, file: str, table: _Table) -> str:
     if file == PRESENT:
         return f"estore-ops load --file {name} --force"
     if file == CHANGED:
