@@ -55,6 +55,8 @@ FULL = {
     "transform_rows": [1_000_000, 10_000_000],
     "heavy_repeats": 3,  # cap for cases of tens of seconds per run (10M rows, dbt)
     "huge_repeats": 2,  # cap for the 10M-row dbt runs
+    "verify_files": 1_000,
+    "verify_rows": 10_000_000,
 }
 QUICK = {
     "load_big_rows": 20_000,
@@ -69,6 +71,8 @@ QUICK = {
     "transform_rows": [20_000],
     "heavy_repeats": 1,
     "huge_repeats": 1,
+    "verify_files": 20,
+    "verify_rows": 20_000,
 }
 
 LOAD_WALL_TARGET = 1.15
@@ -78,6 +82,15 @@ CAPPED_LIMIT = "128MB"  # a load_memory_limit that a 1M-row load already reaches
 IDLE_TARGET_S = 1.0
 LISTING_GROWTH_TARGET = 15.0  # 10x more objects: ~10x time is linear; quadratic would be ~100x
 STARTUP_TARGET_S = 0.6
+VERIFY_TARGET_S = 2.0  # issue 16: verify of 1,000 files / 10M rows on the embedded default, without --deep
+
+# The verify baseline: the one grouped query verify runs, alone, in a fresh process.
+BASELINE_GROUPED_COUNT = (
+    "import sys, duckdb\n"
+    "con = duckdb.connect(sys.argv[1], read_only=True)\n"
+    "n = con.execute('SELECT _source_file, _source_generation, count(*) FROM raw.events GROUP BY 1, 2').fetchall()\n"
+    "print(len(n), 'versions')\n"
+)
 
 # The engine baseline: DuckDB's own reader creating the table, nothing else.
 BASELINE_CTAS = (
@@ -631,6 +644,50 @@ def case_startup(ctx: Context) -> dict[str, Any]:
     return {"series": [s.as_dict() for s in (helps, show, floor, bare)], "checks": checks, "info": info}
 
 
+# -- 7. verify ----------------------------------------------------------------------------------------
+
+_VERIFIED = re.compile(r"verify: everything agrees; (\d+) file version\(s\) checked")
+
+
+def case_verify(ctx: Context) -> dict[str, Any]:
+    files, rows = ctx.sizes["verify_files"], ctx.sizes["verify_rows"]
+    run_dir = ctx.work / "verify"
+    landing = run_dir / "landing"
+    ctx.log(f"  splitting {rows:,} generated rows into {files:,} files")
+    split = run_once(helper("split", str(ctx.generated(rows)), str(landing), "--count", str(files)), run_dir, helper_env())
+    state, wh, work = _load_paths(run_dir)
+    env = _estore_env(work)
+    flags = _flags(landing, state, wh)
+    ctx.log(f"  loading them (setup, {split.wall_s:.1f}s to split)")
+    setup = _run_load(landing, run_dir, rows, files)
+
+    def run_verify(*extra: str) -> Any:
+        run = run_once(estore(*flags, "verify", *extra), run_dir, env)
+        found = _VERIFIED.search(run.output)
+        if not found or int(found.group(1)) != files:
+            raise CommandFailed(f"verify did not check {files} agreeing files:\n{run.output[-1500:]}")
+        return run
+
+    subject = Series(f"estore-ops verify, {files:,} files, {rows:,} rows", "subject", extra={"files": files, "rows": rows})
+    baseline = Series(f"the grouped count query alone (DuckDB, fresh process), {rows:,} rows", "baseline", extra={"rows": rows})
+    deep = Series(f"estore-ops verify --deep (recounts every file), {files:,} files, {rows:,} rows", "info",
+                  extra={"files": files, "rows": rows})
+    ctx.log(f"  verify vs the grouped query alone ({ctx.repeats} repeats), then --deep")
+    interleaved(ctx.repeats, (subject, run_verify),
+                (baseline, lambda: run_once(python("-c", BASELINE_GROUPED_COUNT, str(wh)), run_dir)))
+    interleaved(ctx.heavy(), (deep, lambda: run_verify("--deep")))
+    deep.extra["rows_per_s"] = round(rows / deep.wall)
+    checks = [
+        _check(f"verify, {files:,} files / {rows:,} rows, embedded, no --deep", subject.wall, VERIFY_TARGET_S, unit="s",
+               detail=f"grouped query alone {baseline.wall:.2f}s; verify --deep {deep.wall:.2f}s"),
+        _check("verify vs its grouped query alone", subject.wall / baseline.wall, None,
+               detail=f"{subject.wall:.2f}s vs {baseline.wall:.2f}s (state read, listing, lock, run record)"),
+    ]
+    info = {"setup_load_s": round(setup.wall_s, 1), "setup_split_s": round(split.wall_s, 1)}
+    _rm(run_dir)
+    return {"series": [s.as_dict() for s in (subject, baseline, deep)], "checks": checks, "info": info}
+
+
 CASES: dict[str, Callable[[Context], dict[str, Any]]] = {
     "load": case_load,
     "large": case_large,
@@ -638,4 +695,5 @@ CASES: dict[str, Callable[[Context], dict[str, Any]]] = {
     "listing": case_listing,
     "transform": case_transform,
     "startup": case_startup,
+    "verify": case_verify,
 }

@@ -14,6 +14,7 @@ TITLES = {
     "listing": "4. Listing scale: `scan` with 10k and 100k objects",
     "transform": "5. Transform: dbt vs the same compiled SQL in DuckDB",
     "startup": "6. Start-up",
+    "verify": "7. verify: 1,000 loaded files, 10M rows (embedded default)",
 }
 
 

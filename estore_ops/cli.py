@@ -6,6 +6,7 @@ Errors from the library (EstoreError) become exit codes in one place: EstoreGrou
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -385,13 +386,53 @@ def snapshot(
 
 
 @app.command()
-def report(json_out: JsonOpt = False) -> None:
-    """Headline results from the marts: RFM segments, conversion funnel, churn by cohort."""
+def report(
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML page (charts, tables, load freshness) to this path.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Headline results from the marts: RFM segments, conversion funnel, churn by cohort (or an HTML page with --html)."""
     from estore_ops import jobs
     from estore_ops.render import render_headline
 
     rt = _runtime()
-    render_headline(_output(json_out), jobs.report(rt))
+    out = _output(json_out)
+    if html is None:
+        render_headline(out, jobs.report(rt))
+        return
+    page = jobs.report_html(rt, html)
+    if json_out:
+        out.json(page.as_dict())
+    else:
+        out.line(f"Report written: {page.path} ({out.size(page.bytes)}, {len(page.charts)} charts). Open it in a browser; it works offline.")
+
+
+@app.command()
+def verify(
+    deep: Annotated[bool, typer.Option("--deep", help="Recount the rows of every landing file (DuckDB's reader; on GCP a BigQuery external table over gs://).")] = False,
+    since: Annotated[Optional[datetime], typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"], help="Only events at or after this UTC date/time (BigQuery prunes partitions).")] = None,
+    until: Annotated[Optional[datetime], typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"], help="Only events before this UTC date/time.")] = None,
+    prefix: Annotated[str, typer.Option(help="Only files under this prefix.")] = "",
+    fail_on_gone: Annotated[bool, typer.Option("--fail-on-gone", help="A loaded file missing from the landing area is a failure (default: reported only).")] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="List every file, not only those that need a look.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check that the warehouse holds exactly what landed: rows per file version vs the state and the files. Exit 1 on a mismatch."""
+    from estore_ops import jobs
+
+    rt = _runtime()
+    out = _output(json_out)
+    result = jobs.verify(rt, deep=deep, since=_utc(since), until=_utc(until), fail_on_gone=fail_on_gone, prefix=prefix)
+    result.render(out, show_all)
+    if not result.ok:
+        listed = ", ".join(f"{c.name} ({c.verdict})" for c in result.problems[:10])
+        more = f" and {len(result.problems) - 10} more" if len(result.problems) > 10 else ""
+        raise JobFailedError(f"verify: {len(result.problems)} problem(s): {listed}{more}" if not json_out else "")
+
+
+def _utc(moment: Optional[datetime]) -> Optional[datetime]:
+    from datetime import timezone
+
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
 # -- unattended operation -----------------------------------------------------------------------
@@ -538,6 +579,7 @@ def systemd_install(
     work_dir: Annotated[Path, typer.Option(help="Scratch folder (dbt target, downloads).")] = Path("/var/lib/estore-ops/work"),
     credential_file: Annotated[Path, typer.Option(help="Root-only file with the Slack token (LoadCredential=).")] = Path("/etc/estore-ops/credentials/slack_token"),
     unit_dir: Annotated[Path, typer.Option(help="Where unit files go.")] = Path("/etc/systemd/system"),
+    verify_calendar: Annotated[str, typer.Option(help="When the weekly `estore-ops verify` runs (systemd OnCalendar=).")] = "Mon *-*-* 03:00:00",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the units and commands; change nothing.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -545,7 +587,8 @@ def systemd_install(
     from estore_ops.deploy import install, render_units
 
     out = _output(json_out)
-    units = render_units(user=user, env_file=env_file, state_dir=state_dir, work_dir=work_dir, credential_file=credential_file)
+    units = render_units(user=user, env_file=env_file, state_dir=state_dir, work_dir=work_dir, credential_file=credential_file,
+                         verify_calendar=verify_calendar)
     result = install(units, unit_dir=unit_dir, dry_run=dry_run)
     if json_out:
         out.json({"dry_run": result.dry_run, "files": {str(k): v for k, v in result.files.items()},

@@ -18,7 +18,11 @@ from estore_ops.tracking import run_lock, tracked_job
 from estore_ops.warehouses.base import FileOutcome
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from estore_ops.html_report import HtmlReport
     from estore_ops.transform import DbtRunResult
+    from estore_ops.verify import VerifyResult
 
 
 def scan(rt: Runtime, prefix: str = "") -> ScanResult:
@@ -265,6 +269,60 @@ def report(rt: Runtime) -> dict[str, list[dict[str, Any]]]:
     warehouse = rt.warehouse(read_only=True)
     try:
         return headline(warehouse)
+    finally:
+        warehouse.close()
+
+
+def verify(
+    rt: Runtime,
+    deep: bool = False,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    fail_on_gone: bool = False,
+    prefix: str = "",
+) -> VerifyResult:
+    """Compare the warehouse, the state and the landing files (see estore_ops.verify).
+
+    Runs under the lock (a load in progress would make the counts disagree for a moment), is
+    recorded in the run history, and a mismatch alerts once per problem (deduplicated).
+    """
+    from estore_ops import verify as audit
+
+    with tracked_job(rt, "verify") as record:
+        state = rt.state.read().state
+        listing = audit.list_landing(rt.landing, prefix)
+        warehouse = rt.warehouse(read_only=True)
+        try:
+            result = audit.verify(state, listing, warehouse, rt.landing, deep=deep, since=since, until=until,
+                                  fail_on_gone=fail_on_gone, prefix=prefix)
+        finally:
+            warehouse.close()
+        result.run_id = rt.run_id
+        record.failures += [
+            {"subject": c.name, "error": f"{c.verdict}: {c.detail}. Fix: {c.fix}"} for c in result.problems
+        ]
+        return result
+
+
+def report_html(rt: Runtime, path: Path) -> HtmlReport:
+    """Write the self-contained HTML report: marts for the numbers, the state for the freshness."""
+    from estore_ops.documents import JsonDocument
+    from estore_ops.html_report import build_report
+    from estore_ops.html_report.data import Freshness
+
+    state = rt.state.read().state
+    summary = ingest.cursor_summary(state, rt.state.location)
+    pending = ingest.scan(rt.landing, state, rt.settings.max_attempts).pending
+    beats, _ = JsonDocument(rt.state_backend, health.HEARTBEATS_NAME).read()
+    newest = summary["newest_loaded"] or {}
+    freshness = Freshness(
+        newest_file=newest.get("name"), newest_loaded_at=newest.get("loaded_at"), loaded_files=summary["counts"]["loaded"],
+        pending=[p.info.name for p in pending], failed=summary["problems"],
+        last_transform=beats.get("transform", {}).get("at"), data_loaded=beats.get("data_loaded", {}).get("at"),
+    )
+    warehouse = rt.warehouse(read_only=True)
+    try:
+        return build_report(warehouse, freshness, path)
     finally:
         warehouse.close()
 

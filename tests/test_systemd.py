@@ -23,8 +23,10 @@ JOB_COMMANDS = {
     "estore-ops-transform.service": "transform",
     "estore-ops-snapshot.service": "snapshot",
     "estore-ops-health.service": "health",
+    "estore-ops-verify.service": "verify",
 }
-TIMERS = ["estore-ops-health.timer", "estore-ops-ingest.timer", "estore-ops-snapshot.timer", "estore-ops-transform.timer"]
+TIMERS = ["estore-ops-health.timer", "estore-ops-ingest.timer", "estore-ops-snapshot.timer", "estore-ops-transform.timer",
+          "estore-ops-verify.timer"]
 ALERT = "estore-ops-alert@.service"
 
 
@@ -212,6 +214,7 @@ SCHEDULES = {
     "estore-ops-transform.timer": lambda t: t.hour == 0 and t.minute == 0,  # daily 00:00
     "estore-ops-snapshot.timer": lambda t: t.weekday() == 6 and t.hour == 1 and t.minute == 0,  # Sunday 01:00
     "estore-ops-health.timer": lambda t: t.minute % 15 == 0,  # every 15 minutes
+    "estore-ops-verify.timer": lambda t: t.weekday() == 0 and t.hour == 3 and t.minute == 0,  # Monday 03:00
 }
 
 

@@ -248,7 +248,7 @@ def _render_startup(values: dict[str, str]) -> str:
 SAMPLE = {
     "project_id": "acme-estore-prod", "bucket": "acme-estore-landing", "location": "EU", "raw_dataset": "raw",
     "slack_channel": "#data-alerts", "secret_name": "projects/acme-estore-prod/secrets/estore-ops-slack-token",
-    "repo_url": "https://github.com/acme/estore-ops.git", "repo_ref": "v0.1.0",
+    "repo_url": "https://github.com/acme/estore-ops.git", "repo_ref": "v0.1.0", "verify_schedule": "Mon *-*-* 03:00:00",
 }
 
 
@@ -268,7 +268,7 @@ def test_startup_script_is_valid_bash_and_does_the_job(tmp_path):
     assert 'ESTORE_STATE="gs://acme-estore-landing/state"' in text
     assert 'ESTORE_WAREHOUSE="bigquery://acme-estore-prod/raw?location=EU"' in text
     assert 'ESTORE_SLACK_CHANNEL="#data-alerts"' in text
-    assert '"$VENV/bin/estore-ops" systemd install' in text
+    assert '"$VENV/bin/estore-ops" systemd install --verify-calendar \'Mon *-*-* 03:00:00\'' in text
     assert "useradd --system" in text
     assert "install -d -m 0700 -o root -g root \"$CRED_DIR\"" in text
     # Every variable written to the environment file is a setting estore-ops knows (it rejects others).

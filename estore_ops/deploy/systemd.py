@@ -4,7 +4,7 @@ The templates live in the repository's `systemd/` folder (`*.service.in`, `*.tim
 `service-common.conf.in`, the part every service shares). A wheel carries them as
 `estore_ops/deploy/units/` (pyproject force-include), which is where an installed copy looks first.
 
-Placeholders: @EXE@ @USER@ @ENV_FILE@ @STATE_DIR@ @WORK_DIR@ @CREDENTIAL@ @SERVICE_COMMON@.
+Placeholders: @EXE@ @USER@ @ENV_FILE@ @STATE_DIR@ @WORK_DIR@ @CREDENTIAL@ @SERVICE_COMMON@ @VERIFY_CALENDAR@.
 No secret ever goes into a unit: the Slack token reaches the job through LoadCredential=, which
 systemd reads as root at start and exposes to the job as $CREDENTIALS_DIRECTORY/slack_token.
 
@@ -35,6 +35,7 @@ DEFAULT_CREDENTIAL_FILE = Path("/etc/estore-ops/credentials/slack_token")
 DEFAULT_STATE_DIR = Path("/var/lib/estore-ops")
 DEFAULT_WORK_DIR = Path("/var/lib/estore-ops/work")
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
+DEFAULT_VERIFY_CALENDAR = "Mon *-*-* 03:00:00"  # weekly `estore-ops verify` (OnCalendar= syntax)
 UNIT_PREFIX = "estore-ops-"
 CREDENTIAL_NAME = "slack_token"
 COMMON_FRAGMENT = "service-common.conf.in"
@@ -46,6 +47,8 @@ _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # never need them, so they are refused instead of escaped.
 _UNSAFE_PATH_RE = re.compile(r"[\s\"'\\%$;`]|[\x00-\x1f\x7f]")
 _PLACEHOLDER_RE = re.compile(r"@[A-Z_]+@")
+# An OnCalendar= expression: weekdays, dates, times, ranges, lists, repetitions, a time zone name.
+_CALENDAR_RE = re.compile(r"^[A-Za-z0-9 ,.*:/~+_-]{1,100}$")
 
 
 class DeployError(EstoreError):
@@ -106,6 +109,7 @@ def render_units(
     work_dir: Path = DEFAULT_WORK_DIR,
     credential_file: Path | None = DEFAULT_CREDENTIAL_FILE,
     templates: Path | None = None,
+    verify_calendar: str = DEFAULT_VERIFY_CALENDAR,
 ) -> dict[str, str]:
     """Render every unit: {unit file name: content}, e.g. 'estore-ops-ingest.timer' -> '[Unit]...'.
 
@@ -116,6 +120,9 @@ def render_units(
         raise DeployError(f"User name {user!r} is not a valid system user name (lower case letters, digits, '-', '_').")
     if user == "root":
         raise DeployError("The jobs must not run as root: choose an unprivileged user such as 'estore'.")
+    if not _CALENDAR_RE.match(verify_calendar):
+        raise DeployError(f"The verify schedule {verify_calendar!r} is not an OnCalendar= expression such as "
+                          f"{DEFAULT_VERIFY_CALENDAR!r} (check one with `systemd-analyze calendar`).")
     values = {
         "@EXE@": _check_path("The executable", exe if exe is not None else default_exe()),
         "@USER@": user,
@@ -127,6 +134,7 @@ def render_units(
             if credential_file is not None
             else "# No LoadCredential=: no Slack credential file was configured."
         ),
+        "@VERIFY_CALENDAR@": verify_calendar,
     }
     folder = templates or template_dir()
     common = (folder / COMMON_FRAGMENT).read_text(encoding="utf-8").rstrip("\n")
