@@ -399,15 +399,35 @@ def report(json_out: JsonOpt = False) -> None:
 
 @app.command()
 def watch(
-    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between ticks.")] = 300,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between ticks (with --events: between scans while notifications are unavailable).")] = 300,
     once: Annotated[bool, typer.Option("--once", help="One tick, then exit with its outcome (for a timer).")] = False,
+    events: Annotated[bool, typer.Option("--events", help="React to arrivals: OS notifications on a local folder, Pub/Sub on GCS; polling is the safety net.")] = False,
+    notifications: Annotated[Optional[str], typer.Option(help="With --events on GCS: pubsub://PROJECT/SUBSCRIPTION of the bucket's notifications.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Loop: scan, load new files, transform once per tick when something loaded. Stops cleanly on SIGTERM/SIGINT."""
+    """Loop: scan, load new files, transform once per tick when something loaded. Stops cleanly on SIGTERM/SIGINT.
+
+    With --events: load files seconds after they land (a catch-up scan every catchup_interval), and transform
+    once arrivals pause (transform_quiet_period) or at most every transform_min_interval."""
     from estore_ops.watch import watch as run_watch
 
-    _runtime()  # validate the configuration before the first tick
+    if notifications is not None:
+        _Globals.flags["notifications"] = notifications
+    rt = _runtime()  # validate the configuration before the first tick
     out = _output(json_out)
+    if events:
+        if once:
+            raise ConfigError("--events runs until stopped; --once is the timer's single tick. Use one of them.")
+        from estore_ops.watch import watch_events
+
+        def on_line(line: str, data: Any) -> None:
+            if json_out:
+                out.json(data | {"line": line})
+            else:
+                out.line(line)
+            sys.stdout.flush()
+
+        raise typer.Exit(watch_events(rt, interval, on_line))
 
     def on_tick(line: str, result: Any) -> None:
         if json_out:
