@@ -421,8 +421,10 @@ def watch(
         from estore_ops.watch import watch_events
 
         def on_line(line: str, data: Any) -> None:
-            if json_out:
-                out.json(data | {"line": line})
+            if json_out:  # one JSON object per line: the loop runs for days
+                import json
+
+                sys.stdout.write(_redacted(json.dumps(data | {"line": line}, default=str)) + "\n")
             else:
                 out.line(line)
             sys.stdout.flush()

@@ -317,5 +317,5 @@ def load_settings(
 
 
 # ESTORE_* variables that are not settings: drill hooks (estore_ops.faults) and the test tools folder.
-_RESERVED_ENV = {"fault_point", "pause_point", "tools_dir"}
+_RESERVED_ENV = {"fault_point", "pause_point", "drop_point", "tools_dir"}
 

@@ -8,7 +8,7 @@ An implementation must:
 - `check()`: raise `SourceError` when the source stopped working since it started (its thread
   died, the subscription vanished, the server does not answer). Cheap enough to call every few
   seconds; a source that must ask a server does so at most every `probe_seconds`.
-- `complete(info)`: whether a file is whole and may be loaded now. A Cloud Storage object is
+- `complete(name)`: whether a file is whole and may be loaded now. A Cloud Storage object is
   whole once finalized; a local file is whole once nobody has it open for writing.
 - `stop()`: stop listening. Arrivals not acknowledged are delivered again later (Pub/Sub), or
   found by the catch-up scan (a folder has nothing to redeliver).
@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from estore_ops.errors import BackendError
-from estore_ops.stores.base import ObjectInfo
 
 
 class SourceError(BackendError):
@@ -60,7 +59,7 @@ class ArrivalSource(abc.ABC):
     @abc.abstractmethod
     def check(self) -> None: ...
 
-    def complete(self, info: ObjectInfo) -> bool:
+    def complete(self, name: str) -> bool:
         return True
 
     @abc.abstractmethod

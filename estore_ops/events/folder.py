@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 from estore_ops.events.base import Arrival, ArrivalSource, SourceError
+from estore_ops.faults import dropped
 from estore_ops.logs import get_logger
-from estore_ops.stores.base import ObjectInfo, ObjectStore, is_csv_name
+from estore_ops.stores.base import ObjectStore, is_csv_name
 
 log = get_logger("events.folder")
 
@@ -127,7 +128,7 @@ class FolderSource(ArrivalSource):
                 return
             for name in names:
                 self._queue.put(Arrival(name))
-        elif is_csv_name(rel):
+        elif is_csv_name(rel) and not dropped("arrival", rel):
             self._queue.put(Arrival(rel))
 
     def get(self, timeout: float) -> list[Arrival]:
@@ -161,10 +162,8 @@ class FolderSource(ArrivalSource):
             self._thread = None
 
     # -- completeness ---------------------------------------------------------------------------
-    def complete(self, info: ObjectInfo) -> bool:
-        path = self.store.local_path(info.name)
-        if path is None:
-            return True
+    def complete(self, name: str) -> bool:
+        path = self.store.local_path(name)
         verdict = open_for_writing(path)
         if verdict != UNKNOWN:
             return verdict == NOT_OPEN

@@ -91,7 +91,8 @@ class _Pending:
     first: float
     arrivals: list[Arrival] = field(default_factory=list)
     not_before: float = 0.0
-    tries: int = 0
+    tries: int = 0  # batches that could not settle it
+    waiting: bool = False  # reported as still being written
 
     def recorded(self, state: IngestState) -> bool:
         """Every arrival names a version that is recorded (or superseded) in the state."""
@@ -288,7 +289,8 @@ class EventLoop:
         rt = self.rt.fork()
         try:
             with self.watchdog.job():
-                return jobs.ingest_arrivals(rt, files=files, accept=self.source.complete, should_stop=self.should_stop)
+                return jobs.ingest_arrivals(rt, files=files, accept=lambda info: self.source.complete(info.name),
+                                            should_stop=self.should_stop)
         except LockHeldError as exc:
             self._say(f"{what} {rt.run_id}: skipped, {exc}", event="skipped", run_id=rt.run_id)
         except EstoreError as exc:  # recorded and alerted by the tracked job
@@ -315,10 +317,24 @@ class EventLoop:
         now = self.clock()
         ready = [p for p in self.pending.values() if p.not_before <= now]
         state = self.rt.state.read().state
+        done = [entry for entry in ready if entry.recorded(state)]
+        for entry in done:  # a duplicate, or older than what is recorded: nothing to load
+            self._finish(entry)
+        if done:
+            self._say(f"acknowledged {sum(len(e.arrivals) for e in done)} arrival(s) of {len(done)} file(s) already recorded "
+                      "(redelivered, duplicated, or older than the recorded version)", event="acknowledged",
+                      files=[e.name for e in done])
+        names = []
         for entry in ready:
-            if entry.recorded(state):  # a duplicate, or older than what is loaded: nothing to do
-                self._finish(entry)
-        names = [p.name for p in ready if p.name in self.pending]
+            if entry.name not in self.pending:
+                continue
+            if self.source.complete(entry.name):
+                names.append(entry.name)
+                continue
+            if not entry.waiting:  # said once per file; it is checked again every RECHECK_SECONDS
+                self._say(f"waiting for {entry.name}: still being written", event="incomplete", file=entry.name)
+            entry.waiting = True
+            entry.not_before = now + RECHECK_SECONDS
         if not names:
             return
         self.stats["batches"] += 1
