@@ -146,7 +146,7 @@ class EventLoop:
         self.last_quiet_transform: float | None = None
         self.transform_retry_at = 0.0
         self.watchdog = Watchdog()
-        self.stats = {"batches": 0, "catchups": 0, "files_loaded": 0, "transforms": 0, "acked": 0, "ignored": 0}
+        self.stats = {"batches": 0, "catchups": 0, "files_loaded": 0, "transforms": 0, "acked": 0}
 
     # -- output ---------------------------------------------------------------------------------
     def _say(self, line: str, **data: Any) -> None:
@@ -176,7 +176,9 @@ class EventLoop:
             notify("STOPPING=1")
             self.source.stop()
             self.watchdog.stop()
-        self._say("stopped: files not acknowledged are delivered again or found by the next catch-up scan", event="stopped")
+        self._say("stopped: files not acknowledged are delivered again or found by the next catch-up scan", event="stopped",
+                  **self.stats, received=getattr(self.source, "received", None), ignored=getattr(self.source, "ignored", None),
+                  unacknowledged=sum(len(p.arrivals) for p in self.pending.values()))
         return 0
 
     def _step(self) -> None:
@@ -323,7 +325,7 @@ class EventLoop:
         if done:
             self._say(f"acknowledged {sum(len(e.arrivals) for e in done)} arrival(s) of {len(done)} file(s) already recorded "
                       "(redelivered, duplicated, or older than the recorded version)", event="acknowledged",
-                      files=[e.name for e in done])
+                      files=[e.name for e in done], arrivals=sum(len(e.arrivals) for e in done))
         names = []
         for entry in ready:
             if entry.name not in self.pending:
