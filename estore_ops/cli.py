@@ -561,17 +561,21 @@ def systemd_install(
     credential_file: Annotated[Path, typer.Option(help="Root-only file with the Slack token (LoadCredential=).")] = Path("/etc/estore-ops/credentials/slack_token"),
     unit_dir: Annotated[Path, typer.Option(help="Where unit files go.")] = Path("/etc/systemd/system"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the units and commands; change nothing.")] = False,
+    ingest: Annotated[str, typer.Option(help="timer: the 5-minute ingest timer; events: the long-running `watch --events` service. The other is disabled.")] = "timer",
     json_out: JsonOpt = False,
 ) -> None:
     """Write the units (with this installation's real paths), reload systemd and enable the timers."""
     from estore_ops.deploy import install, render_units
 
+    if ingest not in ("timer", "events"):
+        raise ConfigError(f"--ingest must be timer (the 5-minute ingest timer) or events (the watch --events service), got {ingest!r}.")
     out = _output(json_out)
     units = render_units(user=user, env_file=env_file, state_dir=state_dir, work_dir=work_dir, credential_file=credential_file)
-    result = install(units, unit_dir=unit_dir, dry_run=dry_run)
+    result = install(units, unit_dir=unit_dir, dry_run=dry_run, ingest=ingest)
     if json_out:
         out.json({"dry_run": result.dry_run, "files": {str(k): v for k, v in result.files.items()},
-                  "commands": [" ".join(c) for c in result.commands], "timers": result.timers})
+                  "commands": [" ".join(c) for c in result.commands], "timers": result.timers,
+                  "ingest": result.ingest, "services": result.services})
         return
     if dry_run:
         for path, text in result.files.items():
@@ -581,7 +585,8 @@ def systemd_install(
     for cmd in result.commands:
         out.line(("  " if dry_run else "ran: ") + " ".join(cmd))
     if not dry_run:
-        out.line(f"Installed {len(result.files)} unit(s); timers enabled: {', '.join(result.timers)}.")
+        out.line(f"Installed {len(result.files)} unit(s); timers enabled: {', '.join(result.timers)}"
+                 + (f"; services enabled: {', '.join(result.services)}." if result.services else "."))
 
 
 @systemd_app.command("status")
