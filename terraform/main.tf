@@ -16,6 +16,7 @@ locals {
     "compute.googleapis.com",
     "iam.googleapis.com",
     "iap.googleapis.com",
+    "pubsub.googleapis.com",
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
   ]) : toset([])
@@ -254,6 +255,8 @@ resource "google_compute_instance" "vm" {
       secret_name   = google_secret_manager_secret.slack_token.id
       repo_url      = var.repo_url
       repo_ref      = var.repo_ref
+      notifications = "pubsub://${var.project_id}/${google_pubsub_subscription.landing_events.name}"
+      ingest        = var.ingest
     })
   }
 
