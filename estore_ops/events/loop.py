@@ -136,6 +136,8 @@ class EventLoop:
         self.resubscribe_every = min(interval, 60.0)
         if hasattr(source, "probe_seconds"):
             source.probe_seconds = min(float(source.probe_seconds), interval)  # type: ignore[attr-defined]
+        for shared in ("landing", "state_backend", "state"):  # opened once, shared by every job's fork
+            getattr(rt, shared)
         self.pending: dict[str, _Pending] = {}
         self.degraded: str = ""  # why the source is not used, while polling
         self.next_catchup = 0.0
@@ -146,6 +148,7 @@ class EventLoop:
         self.last_quiet_transform: float | None = None
         self.transform_retry_at = 0.0
         self.watchdog = Watchdog()
+        self._list_requests = 0
         self.stats = {"batches": 0, "catchups": 0, "files_loaded": 0, "transforms": 0, "acked": 0}
 
     # -- output ---------------------------------------------------------------------------------
@@ -302,7 +305,7 @@ class EventLoop:
             self._say(f"{what} {rt.run_id}: FAILED {type(exc).__name__}: {redact(str(exc))}", event="failed", run_id=rt.run_id)
         return None
 
-    def _loaded(self, what: str, result: LoadResult, files: int) -> None:
+    def _loaded(self, what: str, result: LoadResult, files: int, list_requests: int | None = None) -> None:
         now = self.clock()
         if result.loaded:
             self.last_load = now
@@ -310,9 +313,11 @@ class EventLoop:
                 self.due_since = now
         self.stats["files_loaded"] += len(result.loaded)
         line = (f"{what} {result.run_id}: {len(result.loaded)} file(s) loaded, {result.rows} rows, "
-                f"{len(result.failed)} failed" + (f" ({files} arrival(s))" if what == "batch" else ""))
+                f"{len(result.failed)} failed" + (f" ({files} arrival(s))" if what == "batch" else "")
+                + (f", {list_requests} list request(s) of up to 1,000 objects" if list_requests is not None else ""))
         self._say(line, event=what, run_id=result.run_id, files_loaded=len(result.loaded), rows=result.rows,
-                  files_failed=len(result.failed), loaded=[o.name for o in result.loaded])
+                  files_failed=len(result.failed), loaded=[o.name for o in result.loaded],
+                  **({"list_requests": list_requests} if list_requests is not None else {}))
         notify(f"STATUS={self._status()}")
 
     def _batch(self) -> None:
@@ -387,7 +392,9 @@ class EventLoop:
         if result is None:
             self.next_catchup = min(self.next_catchup, self.clock() + LOCK_RETRY_SECONDS)
             return
-        self._loaded("catch-up", result, 0)
+        requests = getattr(self.rt.landing, "list_requests", None)
+        self._loaded("catch-up", result, 0, list_requests=None if requests is None else requests - self._list_requests)
+        self._list_requests = requests or 0
         now = self.clock()
         for skipped in result.skipped:  # still being written: watch it until it is complete
             if skipped["why"].startswith(_INCOMPLETE) and skipped["name"] not in self.pending:
