@@ -55,6 +55,8 @@ FULL = {
     "transform_rows": [1_000_000, 10_000_000],
     "heavy_repeats": 3,  # cap for cases of tens of seconds per run (10M rows, dbt)
     "huge_repeats": 2,  # cap for the 10M-row dbt runs
+    # freshness: files arriving at random over the window; the timer baseline ticks every timer_s.
+    "fresh_files": 50, "fresh_window_s": 60, "fresh_timer_s": 300, "fresh_catchup_s": 20, "fresh_idle_s": 30,
 }
 QUICK = {
     "load_big_rows": 20_000,
@@ -69,6 +71,7 @@ QUICK = {
     "transform_rows": [20_000],
     "heavy_repeats": 1,
     "huge_repeats": 1,
+    "fresh_files": 8, "fresh_window_s": 6, "fresh_timer_s": 10, "fresh_catchup_s": 5, "fresh_idle_s": 3,
 }
 
 LOAD_WALL_TARGET = 1.15
@@ -398,7 +401,7 @@ def case_idle(ctx: Context) -> dict[str, Any]:
 class FakeGCSServer:
     """fake-gcs-server with the memory backend on a free port (objects are uploaded through its API)."""
 
-    def __init__(self, binary: Path, log: Path) -> None:
+    def __init__(self, binary: Path, log: Path, extra: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -407,8 +410,9 @@ class FakeGCSServer:
         self.log_path = log
         self.proc = subprocess.Popen(
             [str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port), "-backend", "memory",
-             "-log-level", "error", "-external-url", self.endpoint],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+             "-log-level", "error", "-external-url", self.endpoint, *(extra or [])],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, **(env or {})})
 
     def wait_ready(self, timeout: float = 60) -> float:
         started = time.perf_counter()
@@ -631,6 +635,12 @@ def case_startup(ctx: Context) -> dict[str, Any]:
     return {"series": [s.as_dict() for s in (helps, show, floor, bare)], "checks": checks, "info": info}
 
 
+def case_freshness(ctx: Context) -> dict[str, Any]:
+    from bench.freshness import case_freshness as run
+
+    return run(ctx)
+
+
 CASES: dict[str, Callable[[Context], dict[str, Any]]] = {
     "load": case_load,
     "large": case_large,
@@ -638,4 +648,5 @@ CASES: dict[str, Callable[[Context], dict[str, Any]]] = {
     "listing": case_listing,
     "transform": case_transform,
     "startup": case_startup,
+    "freshness": case_freshness,
 }

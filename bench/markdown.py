@@ -14,6 +14,7 @@ TITLES = {
     "listing": "4. Listing scale: `scan` with 10k and 100k objects",
     "transform": "5. Transform: dbt vs the same compiled SQL in DuckDB",
     "startup": "6. Start-up",
+    "freshness": "7. Freshness: landing to committed, `watch --events` vs the 5-minute timer",
 }
 
 
