@@ -121,6 +121,10 @@ def test_transforms_after_a_pause_and_at_most_every_min_interval_while_files_kee
         while now[0] < t:
             now[0] += 5
             loop._maybe_transform(now[0])
+            # The loop sleeps until the next transform is due: that moment is never in the past
+            # (it would spin), whether a transform just ran or is held back.
+            at = loop._transform_at(now[0])
+            assert at is None or at > now[0], (now[0], at)
 
     # A burst, then a pause: one transform, a quiet period after the last load.
     for t in (1000, 1002, 1010):

@@ -88,7 +88,7 @@ class FolderSource(ArrivalSource):
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(started,), name="estore-folder-watch", daemon=True)
         self._thread.start()
-        started.wait(10)
+        started.wait(RUST_TIMEOUT_MS / 1000 + 10)
         self.check()
 
     def _run(self, started: threading.Event) -> None:
@@ -100,8 +100,11 @@ class FolderSource(ArrivalSource):
                 rust_timeout=RUST_TIMEOUT_MS, yield_on_timeout=True, raise_interrupt=False,
                 ignore_permission_denied=True, recursive=True,
             )
-            started.set()  # the generator sets the OS watches on its first step, just below
             for changes in watcher:
+                # The OS watches are in place once the generator has stepped (it yields an empty
+                # set after RUST_TIMEOUT_MS without changes): only then is the catch-up scan that
+                # follows start() sure to overlap with them.
+                started.set()
                 for change, path in changes:
                     self._on_change(change, path)
         except BaseException as exc:  # noqa: BLE001 - reported by check() in the loop's thread

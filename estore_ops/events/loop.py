@@ -224,9 +224,9 @@ class EventLoop:
             times.append(min(max(p.first + self.gather, p.not_before) for p in ready))
         if self.degraded:
             times.append(self.next_resubscribe)
-        if self.due_since is not None:
-            times.append(max(self.transform_retry_at, min(self.due_since + self.min_interval,
-                                                          (self.last_load or now) + self.quiet_period)))
+        transform_at = self._transform_at(now)
+        if transform_at is not None:
+            times.append(transform_at)
         if self.watchdog.interval:
             times.append(now + self.watchdog.interval)
         return min(times)
@@ -323,14 +323,15 @@ class EventLoop:
     def _batch(self) -> None:
         now = self.clock()
         ready = [p for p in self.pending.values() if p.not_before <= now]
-        state = self.rt.state.read().state
-        done = [entry for entry in ready if entry.recorded(state)]
-        for entry in done:  # a duplicate, or older than what is recorded: nothing to load
-            self._finish(entry)
-        if done:
-            self._say(f"acknowledged {sum(len(e.arrivals) for e in done)} arrival(s) of {len(done)} file(s) already recorded "
-                      "(redelivered, duplicated, or older than the recorded version)", event="acknowledged",
-                      files=[e.name for e in done], arrivals=sum(len(e.arrivals) for e in done))
+        if any(entry.arrivals and entry.arrivals[0].generation is not None for entry in ready):
+            state = self.rt.state.read().state
+            done = [entry for entry in ready if entry.recorded(state)]
+            for entry in done:  # a duplicate, or older than what is recorded: nothing to load
+                self._finish(entry)
+            if done:
+                self._say(f"acknowledged {sum(len(e.arrivals) for e in done)} arrival(s) of {len(done)} file(s) already "
+                          "recorded (redelivered, duplicated, or older than the recorded version)", event="acknowledged",
+                          files=[e.name for e in done], arrivals=sum(len(e.arrivals) for e in done))
         names = []
         for entry in ready:
             if entry.name not in self.pending:
@@ -406,14 +407,21 @@ class EventLoop:
                     self._finish(entry)
 
     # -- transform ------------------------------------------------------------------------------
+    def _transform_at(self, now: float) -> float | None:
+        """When the next transform is due (None: the models are up to date)."""
+        if self.due_since is None:
+            return None
+        regular_at = self.due_since + self.min_interval
+        quiet_at = (self.last_load if self.last_load is not None else now) + self.quiet_period
+        if self.last_quiet_transform is not None:  # one quiet-period transform per min_interval
+            quiet_at = max(quiet_at, self.last_quiet_transform + self.min_interval)
+        return max(self.transform_retry_at, min(regular_at, quiet_at))
+
     def _maybe_transform(self, now: float) -> None:
-        if self.due_since is None or now < self.transform_retry_at or (self.pending and self._batch_due(now)):
+        at = self._transform_at(now)
+        if at is None or now < at or (self.pending and self._batch_due(now)):
             return
-        quiet = self.last_load is not None and now - self.last_load >= self.quiet_period
-        quiet_allowed = self.last_quiet_transform is None or now - self.last_quiet_transform >= self.min_interval
-        regular = now - self.due_since >= self.min_interval
-        if not (regular or (quiet and quiet_allowed)):
-            return
+        regular = now >= self.due_since + self.min_interval  # type: ignore[operator]
         reason = "files kept arriving for transform_min_interval" if regular else "arrivals paused"
         rt = self.rt.fork()
         try:
