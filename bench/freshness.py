@@ -64,6 +64,17 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM to the process group (a clean stop), SIGKILL after `grace` seconds."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+
 class _Recorder(threading.Thread):
     """Reads the state document every `step` seconds; notes when each file first shows as loaded."""
 
@@ -117,13 +128,7 @@ class _Subject:
             time.sleep(0.05)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(30)
+        _stop_group(self.proc, 120)
         self._fh.close()
         return self.proc.returncode
 
@@ -229,13 +234,7 @@ class _PubSubEmulator:
               json.dumps({"topic": f"projects/{PROJECT}/topics/{topic}", "ackDeadlineSeconds": 60}).encode())
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        _stop_group(self.proc, 20)
         self._log.close()
 
 
@@ -339,9 +338,13 @@ def case_freshness(ctx: Context) -> dict[str, Any]:
                              detail=f"over {s['fresh_idle_s']} s with nothing arriving"))
         checks.append(_check(f"p50 vs the timer, {sub['name']}", e["p50_s"] / timer["extra"]["p50_s"], None,
                              detail=f"{e['p50_s']} s vs {timer['extra']['p50_s']} s"))
+    # A lost notification adds at most catchup_interval to an ordinary load: the target is that
+    # interval plus the p95 of the notified embedded run (what committing a file takes anyway).
+    load_s = embedded["extra"]["p95_s"]
     checks.append(_check(f"latest file with every notification lost (catchup_interval={catchup_s}s)",
-                         dropped["extra"]["max_s"], float(catchup_s), unit="s",
-                         detail=f"p50 {dropped['extra']['p50_s']} s; found only by the catch-up scan"))
+                         dropped["extra"]["max_s"], catchup_s + load_s, unit="s",
+                         detail=f"catchup_interval + {load_s} s (the notified p95: the load itself); p50 "
+                                f"{dropped['extra']['p50_s']} s; every file found only by the catch-up scan"))
     shutil.rmtree(run_root, ignore_errors=True)
     return {"series": series, "checks": checks, "notes": notes,
             "info": {"load_average_at_end": " ".join(f"{x:.2f}" for x in os.getloadavg())}}

@@ -172,12 +172,13 @@ def scan(
     rt = _runtime()
     out = _output(json_out)
     result = jobs.scan(rt, prefix)
+    requests = getattr(rt.landing, "list_requests", None)  # Cloud Storage: pages of up to 1,000 objects
     if json_out:
-        out.json(result.as_dict())
+        out.json(result.as_dict() | ({"list_requests": requests} if requests is not None else {}))
         return
     if not result.pending:
-        out.line(f"Nothing new: {result.listed} file(s) listed, all loaded" + (
-            f" ({len(result.quarantined)} quarantined)." if result.quarantined else "."))
+        out.line(f"Nothing new: {result.listed} file(s) listed" + (f" in {requests} request(s)" if requests is not None else "")
+                 + ", all loaded" + (f" ({len(result.quarantined)} quarantined)." if result.quarantined else "."))
     else:
         out.table(
             f"{len(result.pending)} file(s) pending in {rt.landing.uri()}",

@@ -116,6 +116,12 @@ def test_a_lost_notification_is_loaded_by_the_catch_up_scan(ws: Workspace) -> No
         ws.add("lost.csv", event_lines(6, start=50))
         loop.wait(lambda: {"seen.csv", "lost.csv"} <= set(loop.loaded()), 60, "both files loaded")
         late = time.monotonic() - landed
+        # The catch-up scans are the loop's heartbeat: `health` sees ingest fresh while it runs.
+        before = json.loads((ws.state / "heartbeats.json").read_text())["ingest"]["at"]
+        loop.wait(lambda: json.loads((ws.state / "heartbeats.json").read_text())["ingest"]["at"] > before, 30,
+                  "a heartbeat from the next catch-up scan, with nothing new")
+        checks = {c["check"]: c for c in json.loads(ws.run("health", "--json").stdout)["checks"]}
+        assert checks["ingest"]["stale"] is False and checks["ingest"]["age_seconds"] < 10
     finally:
         assert loop.terminate() == 0, loop.log()
     assert "seen.csv" in [n for e in loop.of("batch") for n in e["loaded"]]

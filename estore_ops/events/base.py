@@ -21,6 +21,7 @@ that version, or a newer one, is recorded in the state.
 from __future__ import annotations
 
 import abc
+import queue
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,20 @@ class Arrival:
         if self.message is not None:
             self.message.ack()
             self.message = None
+
+
+def drain(arrivals: queue.SimpleQueue[Arrival], timeout: float) -> list[Arrival]:
+    """Wait at most `timeout` seconds for one arrival, then take every arrival already queued."""
+    out: list[Arrival] = []
+    try:
+        out.append(arrivals.get(timeout=max(0.0, timeout)))
+    except queue.Empty:
+        return out
+    while True:
+        try:
+            out.append(arrivals.get_nowait())
+        except queue.Empty:
+            return out
 
 
 class ArrivalSource(abc.ABC):

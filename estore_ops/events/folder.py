@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from estore_ops.events.base import Arrival, ArrivalSource, SourceError
+from estore_ops.events.base import Arrival, ArrivalSource, SourceError, drain
 from estore_ops.faults import dropped
 from estore_ops.logs import get_logger
 from estore_ops.stores.base import ObjectStore, is_csv_name
@@ -135,16 +135,7 @@ class FolderSource(ArrivalSource):
             self._queue.put(Arrival(rel))
 
     def get(self, timeout: float) -> list[Arrival]:
-        out: list[Arrival] = []
-        try:
-            out.append(self._queue.get(timeout=max(0.0, timeout)))
-        except queue.Empty:
-            return out
-        while True:
-            try:
-                out.append(self._queue.get_nowait())
-            except queue.Empty:
-                return out
+        return drain(self._queue, timeout)
 
     def check(self) -> None:
         if self._error is not None:

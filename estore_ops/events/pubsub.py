@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from estore_ops.errors import MissingExtraError
-from estore_ops.events.base import Arrival, ArrivalSource, SourceError
+from estore_ops.events.base import Arrival, ArrivalSource, SourceError, drain
 from estore_ops.logs import get_logger
 from estore_ops.redact import redact
 from estore_ops.stores.base import is_csv_name
@@ -163,16 +163,7 @@ class PubSubSource(ArrivalSource):
         return Arrival(name, int(generation) if generation else None, message=message)
 
     def get(self, timeout: float) -> list[Arrival]:
-        out: list[Arrival] = []
-        try:
-            out.append(self._queue.get(timeout=max(0.0, timeout)))
-        except queue.Empty:
-            return out
-        while True:
-            try:
-                out.append(self._queue.get_nowait())
-            except queue.Empty:
-                return out
+        return drain(self._queue, timeout)
 
     def check(self) -> None:
         if self._future is None:
