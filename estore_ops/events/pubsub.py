@@ -118,10 +118,10 @@ class PubSubSource(ArrivalSource):
 
     # -- listening ------------------------------------------------------------------------------
     def start(self) -> None:
+        self.stop()
+        self._client = self._new_client()  # MissingExtraError without the gcp extra
         from google.cloud import pubsub_v1
 
-        self.stop()
-        self._client = self._new_client()
         self._probe()
         flow = pubsub_v1.types.FlowControl(max_messages=self.max_messages, max_lease_duration=self.max_lease_seconds)
         try:
