@@ -137,9 +137,13 @@ def _acked_everything(loop: EventsProcess) -> dict[str, Any]:
 
 @pytest.mark.parametrize("count", [pytest.param(25, id="25-files"), pytest.param(250, id="250-files", marks=pytest.mark.drill)])
 def test_a_burst_of_uploads_loads_in_a_few_batches_and_every_message_is_acknowledged(cloud: Cloud, count: int) -> None:
-    loop = cloud.start()
+    loop = cloud.start(ESTORE_GATHER_WINDOW="1")  # the default window
     expected = {f"2019/{i:04d}.csv": 3 + i % 4 for i in range(count)}
     try:
+        # Not for loading: another extension, a hidden (temporary) name, an object outside landing/.
+        cloud.upload("notes.txt", b"not events")
+        cloud.upload(".upload-in-progress.csv", _csv(event_lines(2)))
+        cloud.client.bucket(cloud.bucket).blob("elsewhere/x.csv").upload_from_string(_csv(event_lines(2)))
         for name, rows in expected.items():
             cloud.upload(name, _csv(event_lines(rows, start=len(name) * 1000 + rows)))
         loop.wait(lambda: set(loop.loaded()) == set(expected), 240, f"{count} uploads loaded")
@@ -148,6 +152,7 @@ def test_a_burst_of_uploads_loads_in_a_few_batches_and_every_message_is_acknowle
         assert loop.terminate() == 0, loop.log()
     stopped = _acked_everything(loop)
     assert stopped["acked"] >= count
+    assert stopped["ignored"] >= 2  # the .txt and the hidden name (elsewhere/ is not even published)
     assert sorted(loop.loaded()) == sorted(expected)  # once each
     assert len([e for e in loop.of("batch") if e["files_loaded"]]) <= max(6, count // 25)
     assert cloud.ws.rows_by_file() == expected

@@ -64,7 +64,7 @@ def _write_burst(ws: Workspace, count: int, rows: int = 7) -> dict[str, int]:
 
 @pytest.mark.parametrize("count", [pytest.param(40, id="40-files"), pytest.param(400, id="400-files", marks=pytest.mark.drill)])
 def test_a_burst_loads_in_a_few_batches_then_one_transform_after_the_pause(ws: Workspace, count: int) -> None:
-    loop = _start(ws, ESTORE_TRANSFORM_QUIET_PERIOD="2")
+    loop = _start(ws, ESTORE_TRANSFORM_QUIET_PERIOD="2", ESTORE_GATHER_WINDOW="1")  # the default window
     try:
         expected = _write_burst(ws, count)
         loop.wait(lambda: set(loop.loaded()) == set(expected), 180, f"{count} files loaded")
