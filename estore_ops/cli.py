@@ -183,7 +183,7 @@ def scan(
         out.table(
             f"{len(result.pending)} file(s) pending in {rt.landing.uri()}",
             ["File", "Size", "Updated", "Why"],
-            [[p.info.name, out.size(p.info.size), p.info.updated.strftime("%Y-%m-%d %H:%M:%S"), p.why] for p in result.pending],
+            [[p.info.name, out.size(p.info.size), p.info.updated.isoformat(" ", "seconds")[:19], p.why] for p in result.pending],
             keys=["file", "size_bytes", "updated", "why"] if not out.terminal else None,
         )
     if result.quarantined:
