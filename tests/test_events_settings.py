@@ -146,3 +146,23 @@ def test_transforms_after_a_pause_and_at_most_every_min_interval_while_files_kee
         tick_until(t + 120)
     window = [r for r in runs if r < 5000 + 900]
     assert len(window) <= 2 and len(runs) <= 2 * (3600 // 900) + 1, runs
+
+
+def test_pubsub_refusals_say_which_role_or_resource_is_missing() -> None:
+    """The emulator has no IAM: the answers of the real service are the client library's own
+    exception classes for PERMISSION_DENIED / NOT_FOUND / UNAVAILABLE
+    (https://cloud.google.com/pubsub/docs/reference/error-codes)."""
+    pytest.importorskip("google.cloud.pubsub_v1", reason="the gcp extra is not installed")
+    from google.api_core import exceptions as gexc
+
+    from estore_ops.events.pubsub import PubSubSource
+
+    source = PubSubSource("pubsub://my-project/estore-sub", "gs://bucket/landing")
+    denied = source._translate(gexc.PermissionDenied("User not authorized to perform this action."), "pull messages")
+    assert "roles/pubsub.subscriber" in str(denied) and "projects/my-project/subscriptions/estore-sub" in str(denied)
+    missing = source._translate(gexc.NotFound("Resource not found (resource=estore-sub)."), "read the subscription")
+    assert "does not exist" in str(missing) and "terraform apply" in str(missing)
+    down = source._translate(gexc.ServiceUnavailable("failed to connect to all addresses"), "read the subscription")
+    assert "Pub/Sub did not answer" in str(down)
+    for error in (denied, missing, down):
+        assert error.exit_code == ExitCode.BACKEND
