@@ -97,6 +97,18 @@ class EventsProcess:
             t.join(timeout=5)
         return code
 
+    def kill_during(self, produce: Callable[[], None], delay: float) -> None:
+        """Run `produce` (files arriving) in a thread and SIGKILL the loop `delay` seconds in, as an
+        OOM kill or a power cut would; the producer still finishes."""
+        thread = threading.Thread(target=produce)
+        thread.start()
+        t0 = time.monotonic()
+        wait_for(lambda: time.monotonic() - t0 >= delay, delay + 10, "the moment of the kill")
+        self.proc.kill()
+        self.proc.wait(30)
+        thread.join(120)
+        self.terminate()
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()

@@ -367,13 +367,11 @@ def test_drill_kill_9_at_random_moments_while_uploads_keep_coming(cloud: Cloud) 
     """Rounds of uploads with the loop SIGKILLed at a random moment and restarted; unacknowledged
     notifications come back, the catch-up scan covers the rest; rows exact at the end."""
     import random
-    import threading
 
     rng = random.Random(15)
     expected: dict[str, int] = {}
     for round_ in range(5):
         loop = cloud.start()
-        done = threading.Event()
 
         def uploader(r: int = round_) -> None:
             for i in range(15):
@@ -381,17 +379,8 @@ def test_drill_kill_9_at_random_moments_while_uploads_keep_coming(cloud: Cloud) 
                 rows = 3 + (i * 5 + r) % 30
                 cloud.upload(name, _csv(event_lines(rows, start=r * 10_000 + i * 100)))
                 expected[name] = rows
-            done.set()
 
-        thread = threading.Thread(target=uploader)
-        thread.start()
-        t0 = time.monotonic()
-        delay = rng.uniform(0.5, 3.0)
-        wait_for(lambda: time.monotonic() - t0 >= delay, 10, "the moment of the kill")
-        loop.proc.kill()
-        loop.proc.wait(30)
-        thread.join(60)
-        loop.terminate()
+        loop.kill_during(uploader, rng.uniform(0.5, 3.0))
     final = cloud.start()
     try:
         final.wait(lambda: set(cloud.recorded()) >= set(expected), 300, "every upload recorded")

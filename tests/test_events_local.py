@@ -328,26 +328,18 @@ def test_drill_kill_9_at_random_moments_while_files_keep_arriving(ws: Workspace)
     ws.landing.mkdir(parents=True)
     for round_ in range(8):
         loop = _start(ws, ESTORE_LOAD_BATCH_MB=rng.choice(["0", "256"]))
-        stop_writing = threading.Event()
+        pauses = [rng.uniform(0, 0.08) for _ in range(25)]
 
         def writer(r: int = round_) -> None:
-            for i in range(25):
+            for i, pause in enumerate(pauses):
                 name = f"r{r}/f{i:03d}.csv"
                 rows = 5 + (i * 7 + r) % 40
                 ws.add(name, event_lines(rows, start=r * 10_000 + i * 100))
                 expected[name] = rows
-                if stop_writing.wait(rng.uniform(0, 0.08)):
-                    return
+                t0 = time.monotonic()
+                wait_for(lambda: time.monotonic() - t0 >= pause, 5, "the producer's pause", step=0.01)
 
-        thread = threading.Thread(target=writer)
-        thread.start()
-        t0 = time.monotonic()
-        delay = rng.uniform(0.2, 2.5)
-        wait_for(lambda: time.monotonic() - t0 >= delay, 10, "the moment of the kill")
-        loop.proc.kill()
-        loop.proc.wait(30)
-        thread.join(30)
-        loop.terminate()
+        loop.kill_during(writer, rng.uniform(0.2, 2.5))
     final = _start(ws)
     try:
         final.wait(lambda: set(_recorded(ws)) >= set(expected), 300, "every file recorded")
