@@ -57,6 +57,8 @@ FULL = {
     "huge_repeats": 2,  # cap for the 10M-row dbt runs
     "verify_files": 1_000,
     "verify_rows": 10_000_000,
+    # freshness: files arriving at random over the window; the timer baseline ticks every timer_s.
+    "fresh_files": 50, "fresh_window_s": 60, "fresh_timer_s": 300, "fresh_catchup_s": 20, "fresh_idle_s": 30,
 }
 QUICK = {
     "load_big_rows": 20_000,
@@ -73,6 +75,7 @@ QUICK = {
     "huge_repeats": 1,
     "verify_files": 20,
     "verify_rows": 20_000,
+    "fresh_files": 8, "fresh_window_s": 6, "fresh_timer_s": 10, "fresh_catchup_s": 5, "fresh_idle_s": 3,
 }
 
 LOAD_WALL_TARGET = 1.15
@@ -91,6 +94,7 @@ BASELINE_GROUPED_COUNT = (
     "n = con.execute('SELECT _source_file, _source_generation, count(*) FROM raw.events GROUP BY 1, 2').fetchall()\n"
     "print(len(n), 'versions')\n"
 )
+CATCHUP_SCAN_TARGET_S = 2.0  # watch --events' catch-up scan of 100k objects (issue 15)
 
 # The engine baseline: DuckDB's own reader creating the table, nothing else.
 BASELINE_CTAS = (
@@ -411,7 +415,7 @@ def case_idle(ctx: Context) -> dict[str, Any]:
 class FakeGCSServer:
     """fake-gcs-server with the memory backend on a free port (objects are uploaded through its API)."""
 
-    def __init__(self, binary: Path, log: Path) -> None:
+    def __init__(self, binary: Path, log: Path, extra: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -420,8 +424,9 @@ class FakeGCSServer:
         self.log_path = log
         self.proc = subprocess.Popen(
             [str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port), "-backend", "memory",
-             "-log-level", "error", "-external-url", self.endpoint],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+             "-log-level", "error", "-external-url", self.endpoint, *(extra or [])],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, **(env or {})})
 
     def wait_ready(self, timeout: float = 60) -> float:
         started = time.perf_counter()
@@ -468,6 +473,23 @@ def case_listing(ctx: Context) -> dict[str, Any]:
         s.extra["us_per_object"] = round(s.wall / n * 1e6, 1)
         series.append(s)
         by[("local", n)] = s
+        if n == max(counts):
+            # The catch-up scan of `watch --events`: the same objects, all loaded (state as the
+            # loader leaves it after compaction), listed and classified; nothing printed per file.
+            state = run_dir / "state-settled"
+            _rm(state)
+            run_once(helper("state", str(landing), str(state), "--settled"), run_dir, helper_env())
+            c = Series(f"catch-up scan (scan, nothing new), local folder, {n:,} loaded objects", "subject", extra={"objects": n})
+            for _ in range(ctx.heavy()):
+                run = run_once(estore(*_flags(landing, state, wh), "scan"), run_dir, _estore_env(run_dir / "work"))
+                if "Nothing new" not in run.output:
+                    raise CommandFailed(f"the catch-up scan found pending files:\n{run.output[-1500:]}")
+                c.runs.append(run)
+            c.extra["us_per_object"] = round(c.wall / n * 1e6, 1)
+            series.append(c)
+            checks.append(_check(f"catch-up scan of {n:,} loaded objects (local folder, whole process)", c.wall,
+                                 CATCHUP_SCAN_TARGET_S, unit="s"))
+            _rm(state)
         _rm(landing)
     binary = _tools_dir() / "bin" / "fake-gcs-server"
     if not os.access(binary, os.X_OK):
@@ -686,6 +708,10 @@ def case_verify(ctx: Context) -> dict[str, Any]:
     info = {"setup_load_s": round(setup.wall_s, 1), "setup_split_s": round(split.wall_s, 1)}
     _rm(run_dir)
     return {"series": [s.as_dict() for s in (subject, baseline, deep)], "checks": checks, "info": info}
+def case_freshness(ctx: Context) -> dict[str, Any]:
+    from bench.freshness import case_freshness as run
+
+    return run(ctx)
 
 
 CASES: dict[str, Callable[[Context], dict[str, Any]]] = {
@@ -696,4 +722,5 @@ CASES: dict[str, Callable[[Context], dict[str, Any]]] = {
     "transform": case_transform,
     "startup": case_startup,
     "verify": case_verify,
+    "freshness": case_freshness,
 }

@@ -14,6 +14,7 @@ from estore_ops.ingest import LoadResult, PendingFile, ScanResult
 from estore_ops.retry import retry_call
 from estore_ops.runtime import Runtime
 from estore_ops.state import Snapshot
+from estore_ops.stores.base import ObjectInfo
 from estore_ops.tracking import run_lock, tracked_job
 from estore_ops.warehouses.base import FileOutcome
 
@@ -39,6 +40,8 @@ def _load(
     on_start: Callable[[list[PendingFile]], None] | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    skip_missing: bool = False,
+    accept: Callable[[ObjectInfo], bool] | None = None,
 ) -> LoadResult:
     def stop() -> bool:
         return bool(rt.lock is not None and rt.lock.lost.is_set()) or bool(should_stop and should_stop())
@@ -49,7 +52,7 @@ def _load(
             run_id=rt.run_id, landing=rt.landing, state_store=rt.state, warehouse=warehouse,
             max_attempts=rt.settings.max_attempts, files=files, prefix=prefix, force=force,
             dry_run=dry_run, on_start=on_start, on_file=on_file, should_stop=stop,
-            checkpoint_seconds=rt.settings.state_checkpoint_seconds,
+            checkpoint_seconds=rt.settings.state_checkpoint_seconds, skip_missing=skip_missing, accept=accept,
         )
     finally:
         warehouse.close()
@@ -182,6 +185,20 @@ def ingest_tick(rt: Runtime, should_stop: Callable[[], bool] | None = None) -> T
             _record_dbt(record, result.transform)
             if result.transform.ok:
                 health.beat(rt.state_backend, "transform", rt.run_id)
+        return result
+
+
+def ingest_arrivals(
+    rt: Runtime,
+    files: Sequence[str] = (),
+    accept: Callable[[ObjectInfo], bool] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> LoadResult:
+    """One batch of `watch --events`: load the files named (or, with none, every pending file
+    that `accept` takes: the catch-up scan), as a tracked `watch` job under the run lock."""
+    with tracked_job(rt, "watch") as record:
+        result = _load(rt, files=files, should_stop=should_stop, skip_missing=True, accept=accept)
+        _record_load(record, result)
         return result
 
 

@@ -16,6 +16,7 @@ locals {
     "compute.googleapis.com",
     "iam.googleapis.com",
     "iap.googleapis.com",
+    "pubsub.googleapis.com",
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
   ]) : toset([])
@@ -255,6 +256,8 @@ resource "google_compute_instance" "vm" {
       repo_url        = var.repo_url
       repo_ref        = var.repo_ref
       verify_schedule = var.verify_schedule
+      notifications   = "pubsub://${var.project_id}/${google_pubsub_subscription.landing_events.name}"
+      ingest          = var.ingest
     })
   }
 

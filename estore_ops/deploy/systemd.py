@@ -39,6 +39,10 @@ DEFAULT_VERIFY_CALENDAR = "Mon *-*-* 03:00:00"  # weekly `estore-ops verify` (On
 UNIT_PREFIX = "estore-ops-"
 CREDENTIAL_NAME = "slack_token"
 COMMON_FRAGMENT = "service-common.conf.in"
+# The two ingest modes: the 5-minute oneshot timer, or the long-running event loop.
+INGEST_TIMER = f"{UNIT_PREFIX}ingest.timer"
+WATCH_SERVICE = f"{UNIT_PREFIX}watch.service"
+INGEST_MODES = ("timer", "events")
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 
@@ -170,6 +174,8 @@ class InstallResult:
     user: str
     user_created: bool  # True when the user was (or would be) created
     timers: list[str] = field(default_factory=list)
+    ingest: str = "timer"  # timer: estore-ops-ingest.timer; events: estore-ops-watch.service
+    services: list[str] = field(default_factory=list)  # long-running services enabled (the watch loop)
 
 
 def _directive(units: Mapping[str, str], key: str) -> list[str]:
@@ -223,14 +229,20 @@ def install(
     unit_dir: Path = DEFAULT_UNIT_DIR,
     dry_run: bool,
     run: Runner = subprocess.run,
+    ingest: str = "timer",
 ) -> InstallResult:
     """Install rendered units and start their timers.
 
     In order: create the system user named by User= if it is missing (useradd --system), create the
     ReadWritePaths= directories owned by it, write the unit files (0644, atomically), `systemctl
-    daemon-reload`, `systemctl enable --now` every timer. Idempotent. With dry_run=True nothing is
-    written and no command runs: the result lists the files and the commands instead.
+    daemon-reload`, then the ingest mode: `ingest="timer"` disables and stops the watch service
+    and enables every timer; `ingest="events"` disables and stops the ingest timer, enables the other
+    timers and the watch service. The other mode is always switched off first, so the two never run
+    together. Idempotent. With dry_run=True nothing is written and no command runs: the result lists
+    the files and the commands instead.
     """
+    if ingest not in INGEST_MODES:
+        raise DeployError(f"--ingest must be one of {', '.join(INGEST_MODES)}, got {ingest!r}.")
     users = _directive(units, "User")
     if len(users) != 1:
         raise DeployError(f"The services must all run as one user, found {users or 'none'}.")
@@ -238,6 +250,7 @@ def install(
     home = (_directive(units, "WorkingDirectory") or [str(DEFAULT_STATE_DIR)])[0]
     dirs = _directive(units, "ReadWritePaths")
     timers = sorted(n for n in units if n.endswith(".timer"))
+    services: list[str] = []
     files = {unit_dir / name: text for name, text in sorted(units.items())}
 
     create_user = not _user_exists(user)
@@ -249,9 +262,19 @@ def install(
         )
     for directory in dirs:
         commands.append(["install", "-d", "-m", "0750", "-o", user, "-g", user, directory])
-    systemctl = [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", *timers]]
+    systemctl = [["systemctl", "daemon-reload"]]
+    if ingest == "events":
+        if WATCH_SERVICE not in units:
+            raise DeployError(f"--ingest events needs the {WATCH_SERVICE} template, which is missing.")
+        timers = [t for t in timers if t != INGEST_TIMER]
+        services = [WATCH_SERVICE]
+        if INGEST_TIMER in units:
+            systemctl.append(["systemctl", "disable", "--now", INGEST_TIMER])
+    elif WATCH_SERVICE in units:
+        systemctl.append(["systemctl", "disable", "--now", WATCH_SERVICE])
+    systemctl.append(["systemctl", "enable", "--now", *timers, *services])
 
-    result = InstallResult(dry_run, unit_dir, files, commands + systemctl, user, create_user, timers)
+    result = InstallResult(dry_run, unit_dir, files, commands + systemctl, user, create_user, timers, ingest, services)
     if dry_run:
         return result
 
