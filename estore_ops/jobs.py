@@ -11,7 +11,6 @@ from estore_ops import health, ingest
 from estore_ops.history import RunRecord
 from estore_ops.errors import ConfigError, CorruptStateError, LockLostError
 from estore_ops.ingest import LoadResult, PendingFile, ScanResult
-from estore_ops.retry import retry_call
 from estore_ops.runtime import Runtime
 from estore_ops.state import Snapshot
 from estore_ops.tracking import run_lock, tracked_job
@@ -50,7 +49,7 @@ def _load(
     finally:
         warehouse.close()
     if result.loaded:
-        retry_call(health.mark_data_loaded, rt.state_backend, rt.run_id, what="mark data loaded")
+        health.mark_data_loaded(rt.state_backend, rt.run_id)
     if rt.lock is not None and rt.lock.lost.is_set():
         raise LockLostError(
             f"This run lost the run lock to another run (its lease could not be renewed in time) and stopped after "
