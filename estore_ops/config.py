@@ -325,6 +325,7 @@ def _keyfile_from_warehouse_url(values: dict[str, Any], sources: dict[str, str])
         values["keyfile"], sources["keyfile"] = in_url, f"keyfile= in the warehouse URL ({sources['warehouse']})"
 
 
-# ESTORE_* variables that are not settings: drill hooks (estore_ops.faults) and the test tools folder.
-_RESERVED_ENV = {"fault_point", "pause_point", "tools_dir"}
+# ESTORE_* variables that are not settings: drill hooks (estore_ops.faults), the test tools folder,
+# and the run id estore-ops hands to dbt (estore_ops.transform.RUN_ID_ENV).
+_RESERVED_ENV = {"fault_point", "pause_point", "tools_dir", "run_id"}
 

@@ -97,3 +97,9 @@ class LockLostError(EstoreError):
 
 class UnhealthyError(EstoreError):
     exit_code = ExitCode.UNHEALTHY
+
+
+class StoppedError(EstoreError):
+    """A job stopped by SIGTERM/SIGINT (e.g. systemd's timeout) after cleaning up."""
+
+    exit_code = ExitCode.INTERRUPTED
