@@ -150,7 +150,7 @@ def run_doctor(settings: Any) -> list[Check]:
         _run("landing", lambda: check_landing(settings),
              "Check the `landing` setting; for gs:// grant roles/storage.objectViewer on the bucket."),
         _run("state", lambda: check_state(settings),
-             "Check the `state` setting; for gs:// grant roles/storage.objectUser on the bucket; it must support conditional writes."),
+             "Check the `state` setting; for gs:// grant roles/storage.objectUser on the state prefix (terraform/ does, with an IAM condition); it must support conditional writes."),
         _run("warehouse", lambda: check_warehouse(settings),
              "Check the `warehouse` setting; for BigQuery create the dataset (terraform) and grant "
              "roles/bigquery.dataEditor on it and roles/bigquery.jobUser on the project; for DuckDB stop other writers."),

@@ -18,6 +18,10 @@ the request body) and fire a bounded number of times. Every request is recorded 
 query, JSON body, what was answered), so tests assert what the client really sent (a job's location,
 maximumBytesBilled, labels, cancel calls).
 
+Like BigQuery (and unlike bqemulator), a job insert whose job id was already inserted answers 409
+Already Exists, without reaching the upstream: so a lost answer followed by a retry behaves as on
+the real service.
+
 Use: `with FaultProxy(upstream) as proxy:` then point the client at `proxy.url`
 (STORAGE_EMULATOR_HOST for Cloud Storage, `api_endpoint=` of the bigquery:// URL for BigQuery).
 `make drill` reuses it with random documented faults (`RandomFaults`).
@@ -155,6 +159,7 @@ class FaultProxy:
         self.upstream_host, self.upstream_port = parts.hostname or "127.0.0.1", parts.port or 80
         self.rules: list[Rule] = []
         self.seen: list[Seen] = []
+        self._job_ids: set[str] = set()  # BigQuery job ids inserted upstream
         self.random: RandomFaults | None = None
         self._lock = threading.Lock()
         proxy = self
@@ -244,12 +249,21 @@ class FaultProxy:
             status, answer = rule.answer(seen)  # type: ignore[misc]
             seen.answered, seen.status = "answered", status
             return self._reply(handler, status, answer)
+        job_id = self._job_insert_id(seen)
+        if rule is None and job_id is not None and job_id in self._job_ids:
+            seen.answered, seen.status = "answered", 409
+            project = seen.path.split("/")[4] if seen.path.count("/") >= 4 else "project"
+            location = (seen.body.get("jobReference") or {}).get("location") or "US"
+            return self._reply(handler, *job_already_exists(project, location, job_id))
         if rule is None and chaos is not None and chaos[0] == "error":
             status, reason, message, domain = chaos[1]
             seen.answered, seen.status = f"error {status}", status
             return self._reply(handler, status, google_error(status, reason, message, domain))
 
         status, headers, data = self._forward(handler, raw)
+        if job_id is not None and status < 300:
+            with self._lock:
+                self._job_ids.add(job_id)
         if (rule is not None and rule.action == "drop") or (rule is None and chaos is not None and chaos[0] == "drop"):
             seen.answered, seen.status = "dropped", status
             # Applied upstream; the client gets no answer at all (a reset connection).
@@ -269,6 +283,13 @@ class FaultProxy:
             return self._reply(handler, status, new_body)
         seen.status = status
         return self._send(handler, status, headers, data)
+
+    @staticmethod
+    def _job_insert_id(seen: Seen) -> str | None:
+        if seen.method != "POST" or not re.search(r"/bigquery/v2/projects/[^/]+/jobs$", seen.path) or not isinstance(seen.body, dict):
+            return None
+        job_id = (seen.body.get("jobReference") or {}).get("jobId")
+        return str(job_id) if job_id else None
 
     def _random_fault(self) -> tuple[str, Any] | None:
         faults = self.random

@@ -56,8 +56,10 @@ def test_gcs_forbidden_names_bucket_and_role() -> None:
     with pytest.raises(BackendError, match=r"gs://bkt.*roles/storage\.objectViewer"):
         store.stat("a.csv")
     store._client.bucket.return_value.blob.return_value.upload_from_string.side_effect = gexc.Forbidden("denied")
-    with pytest.raises(BackendError, match=r"roles/storage\.objectUser"):
+    with pytest.raises(BackendError, match=r"roles/storage\.objectUser") as denied:
         store.write("a.csv", b"x")
+    # Writes are granted on the store's prefix only: the suggested command carries the condition.
+    assert 'expression=resource.name.startsWith("projects/_/buckets/bkt/objects/land/")' in str(denied.value)
 
 
 def test_gcs_missing_bucket_vs_missing_object() -> None:

@@ -50,7 +50,8 @@ from estore_ops.stores.base import ObjectInfo, ObjectStore, ResumingReader
 T = TypeVar("T")
 
 READ_ROLE = "roles/storage.objectViewer"
-WRITE_ROLE = "roles/storage.objectUser (or roles/storage.objectAdmin)"
+# Terraform grants it with an IAM condition on the state/ prefix: the landing files stay read-only.
+WRITE_ROLE = "roles/storage.objectUser (on the state prefix)"
 
 
 def _md5_hex(b64: str | None) -> str | None:
@@ -169,11 +170,16 @@ class GCSStore(ObjectStore):
         if isinstance(exc, (gexc.Forbidden, gexc.Unauthorized)):
             role = WRITE_ROLE if writes else READ_ROLE
             who = self._principal()
+            condition = ""
+            if writes and self.prefix:
+                # Writes are granted on this store's prefix only, never on the landing files.
+                condition = (f" --condition='title=estore-ops {self.prefix.rstrip('/')},expression=resource.name.startsWith("
+                             f"\"projects/_/buckets/{self.bucket_name}/objects/{self.prefix}\")'")
             return BackendError(
                 f"Access denied to gs://{self.bucket_name} while trying to {op} {where}: "
                 f"{who} lacks {role} on the bucket. Grant it, e.g. "
                 f"`gcloud storage buckets add-iam-policy-binding gs://{self.bucket_name} "
-                f"--member=serviceAccount:SA_EMAIL --role={role.split()[0]}` (or via terraform)."
+                f"--member=serviceAccount:SA_EMAIL --role={role.split()[0]}{condition}` (or via terraform)."
             )
         if isinstance(exc, (auth_exc.DefaultCredentialsError, auth_exc.RefreshError)):
             return BackendError(f"Google credentials for {where} are missing or invalid: {retry.first_line(exc, 300)}. {ADC_HINT}")
