@@ -492,7 +492,8 @@ def cursor_summary(state: IngestState, location: str) -> dict[str, Any]:
     loaded = [(n, r) for n, r in state.files.items() if r.status == LOADED]
     newest = max(loaded, key=lambda nr: (nr[1].loaded_at or "", nr[1].generation), default=None)
     problems = [
-        {"name": n, "status": r.status, "attempts": r.attempts, "error": r.last_error, "run_id": r.run_id, "generation": r.generation}
+        {"name": n, "status": r.status, "attempts": r.attempts, "error": r.last_error, "run_id": r.run_id, "generation": r.generation,
+         "transient_failures": r.transient_failures}
         for n, r in sorted(state.files.items())
         if r.status in (FAILED, QUARANTINED)
     ]
