@@ -36,7 +36,8 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -332,6 +333,18 @@ class FaultProxy:
         handler.end_headers()
         if data and handler.command != "HEAD":
             handler.wfile.write(data)
+
+
+@contextmanager
+def gcp_through_proxies(monkeypatch: Any, fake_gcs: Any, bq_emulator: Any, bucket: str, dataset: str) -> Iterator[tuple[FaultProxy, FaultProxy]]:
+    """Landing and state in `bucket`, the warehouse in `dataset`, every request of the CLI through
+    one proxy per emulator: yields (Cloud Storage proxy, BigQuery proxy)."""
+    with FaultProxy(fake_gcs.endpoint) as gcs, FaultProxy(bq_emulator.endpoint) as bq:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.url)
+        monkeypatch.setenv("ESTORE_LANDING", f"gs://{bucket}/landing")
+        monkeypatch.setenv("ESTORE_STATE", f"gs://{bucket}/state")
+        monkeypatch.setenv("ESTORE_WAREHOUSE", bq_emulator.url(dataset, bq.url))
+        yield gcs, bq
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, step: float = 0.05) -> bool:

@@ -18,34 +18,20 @@ from typing import Any
 import pytest
 
 from estore_ops import retry
-from tests.fault_proxy import (
-    BQ_BACKEND,
-    BQ_INTERNAL,
-    BQ_RATE_LIMIT,
-    GCS_INTERNAL,
-    GCS_RATE_LIMIT,
-    GCS_TIMEOUT,
-    GCS_UNAVAILABLE,
-    FaultProxy,
-    RandomFaults,
-)
+from tests import fault_proxy as fp
 from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs, gcs_bucket  # noqa: F401 - fixtures
 from tests.helpers import HEADER, Workspace, event_lines
 
 pytestmark = pytest.mark.gcp
 
-GCS_ERRORS = (GCS_TIMEOUT, GCS_RATE_LIMIT, GCS_INTERNAL, GCS_UNAVAILABLE)
-BQ_ERRORS = (BQ_RATE_LIMIT, BQ_INTERNAL, BQ_BACKEND)
+GCS_ERRORS = (fp.GCS_TIMEOUT, fp.GCS_RATE_LIMIT, fp.GCS_INTERNAL, fp.GCS_UNAVAILABLE)
+BQ_ERRORS = (fp.BQ_RATE_LIMIT, fp.BQ_INTERNAL, fp.BQ_BACKEND)
 
 
 @pytest.fixture
 def proxied(ws: Workspace, fake_gcs, bq_emulator, gcs_bucket, bq_dataset, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:  # noqa: F811
     monkeypatch.setattr(retry, "POLICY", retry.RetryPolicy(attempts=8, max_seconds=60, initial_wait=0.01, max_wait=0.2))
-    with FaultProxy(fake_gcs.endpoint) as gcs, FaultProxy(bq_emulator.endpoint) as bq:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.url)
-        monkeypatch.setenv("ESTORE_LANDING", f"gs://{gcs_bucket}/landing")
-        monkeypatch.setenv("ESTORE_STATE", f"gs://{gcs_bucket}/state")
-        monkeypatch.setenv("ESTORE_WAREHOUSE", bq_emulator.url(bq_dataset, bq.url))
+    with fp.gcp_through_proxies(monkeypatch, fake_gcs, bq_emulator, gcs_bucket, bq_dataset) as (gcs, bq):
         landing = fake_gcs.store(f"gs://{gcs_bucket}/landing")
         state = fake_gcs.store(f"gs://{gcs_bucket}/state")
         client = bq_emulator.client()
@@ -74,8 +60,8 @@ def drill(ws: Workspace, proxied: Any, rounds: int, share: float, lost: float, s
             landing.write(name, ("\n".join([HEADER, *lines]) + "\n").encode())
             rows = [ln.split(",") for ln in lines]
             expected[name] = (len(rows), sum(int(r[2]) for r in rows), round(sum(float(r[6]) for r in rows), 2))
-        gcs.random = RandomFaults(share, GCS_ERRORS, lost, seed=seed + rnd)
-        bq.random = RandomFaults(share, BQ_ERRORS, lost, seed=seed + 1000 + rnd)
+        gcs.random = fp.RandomFaults(share, GCS_ERRORS, lost, seed=seed + rnd)
+        bq.random = fp.RandomFaults(share, BQ_ERRORS, lost, seed=seed + 1000 + rnd)
         faulted = ws.cli("load", "--json")
         stats["errors"] += gcs.random.injected["error"] + bq.random.injected["error"]
         stats["dropped"] += gcs.random.injected["dropped"] + bq.random.injected["dropped"]

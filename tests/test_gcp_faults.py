@@ -50,6 +50,7 @@ from tests.fault_proxy import (
     GCS_UNAVAILABLE,
     FaultProxy,
     Seen,
+    gcp_through_proxies,
     failed_job,
     google_error,
     job_already_exists,
@@ -123,11 +124,7 @@ def fast_policy(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def cloud(ws: Workspace, fake_gcs, bq_emulator, gcs_bucket, bq_dataset, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
           fast_policy: None) -> Iterator[Cloud]:
-    with FaultProxy(fake_gcs.endpoint) as gcs, FaultProxy(bq_emulator.endpoint) as bq:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.url)
-        monkeypatch.setenv("ESTORE_LANDING", f"gs://{gcs_bucket}/landing")
-        monkeypatch.setenv("ESTORE_STATE", f"gs://{gcs_bucket}/state")
-        monkeypatch.setenv("ESTORE_WAREHOUSE", bq_emulator.url(bq_dataset, bq.url))
+    with gcp_through_proxies(monkeypatch, fake_gcs, bq_emulator, gcs_bucket, bq_dataset) as (gcs, bq):
         landing = fake_gcs.store(f"gs://{gcs_bucket}/landing")
         warehouse = BigQueryWarehouse.from_url(bq_emulator.url(bq_dataset), client=bq_emulator.client())
         yield Cloud(ws, gcs, bq, landing, warehouse, bq_dataset)

@@ -28,19 +28,11 @@ import pytest
 import re2
 
 from tests.terraform_expr import holds, regex_patterns
-from tests.test_terraform import SAMPLE, TF_DIR, TF_FILES, _load, _one, _render_startup, _resources, _variables
+from tests.test_terraform import SAMPLE, TF_DIR, _load, _one, _render_startup, _resources, _variables
+from tests.test_terraform import config  # noqa: F401 - the parsed configuration, a fixture
 
 EXAMPLE_VALUES = {"project_id": "acme-estore-prod", "repo_url": "https://github.com/acme/estore-ops.git",
                   "repo_ref": "v0.1.0", "slack_channel": "#data-alerts"}
-
-
-@pytest.fixture(scope="module")
-def config() -> dict[str, list]:
-    merged: dict[str, list] = {}
-    for path in TF_FILES:
-        for key, blocks in _load(path).items():
-            merged.setdefault(key, []).extend(blocks)
-    return merged
 
 
 def _defaults(config: dict[str, list]) -> dict[str, Any]:
