@@ -20,8 +20,6 @@ from estore_ops.tracking import run_lock, tracked_job
 from estore_ops.warehouses.base import FileOutcome
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from estore_ops.html_report import HtmlReport
     from estore_ops.transform import DbtRunResult
     from estore_ops.verify import VerifyResult

@@ -68,6 +68,7 @@ from estore_ops.errors import BackendError, ConfigError, TransientBackendError
 from estore_ops.google_auth import ADC_HINT, credentials
 from estore_ops.logs import get_logger
 from estore_ops.stores.base import ObjectStore
+from estore_ops.stores.gcs import GCSStore
 from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
 from estore_ops.warehouses.bigquery_url import parse_bigquery_url
 
