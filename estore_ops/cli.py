@@ -435,9 +435,15 @@ def health(json_out: JsonOpt = False) -> None:
             [r.check, r.last_success or "never", "" if r.age_seconds is None else f"{r.age_seconds / 60:.1f} min",
              f"{r.max_age_seconds / 60:.0f} min", "STALE" if r.stale else "ok"] for r in rows
         ], keys=["check", "last_success", "age", "limit", "status"])
-    stale = [r.check for r in rows if r.stale]
-    if stale:
-        raise UnhealthyError(f"stale: {', '.join(stale)}" if not json_out else "")
+    for r in rows:
+        if r.failing:
+            out.line(r.problem(), style="red")
+    stale = [r.check for r in rows if r.stale and not r.failing]
+    failing = [r.check for r in rows if r.failing]
+    if stale or failing:
+        parts = ([f"stale: {', '.join(stale)}"] if stale else []) + (
+            [f"failing because of the machine: {', '.join(failing)}"] if failing else [])
+        raise UnhealthyError("; ".join(parts) if not json_out else "")
 
 
 @runs_app.callback()

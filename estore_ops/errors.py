@@ -35,6 +35,11 @@ class ConfigError(EstoreError):
     exit_code = ExitCode.USAGE
 
 
+class UsageError(ConfigError):
+    """The command's own arguments are wrong (e.g. `load --file notes.txt`): nothing ran, so no run
+    is recorded and no alert is sent."""
+
+
 class MissingExtraError(ConfigError):
     """A backend needs an optional dependency group that is not installed."""
 
@@ -59,6 +64,18 @@ class TransientBackendError(BackendError):
     """A failure worth retrying (429, 5xx, connection reset)."""
 
 
+class EnvironmentFaultError(BackendError):
+    """A problem of the place, not of any file: a full disk, a read-only or unwritable folder, out of
+    memory, a lock held by another program, an I/O error. The run stops at once (exit 4), no attempt
+    is counted against any file, and the message names the path and what to free or fix
+    (`estore_ops.environment` builds these)."""
+
+    def __init__(self, message: str, path: str = "", kind: str = "") -> None:
+        super().__init__(message)
+        self.path = path  # the file or folder the machine refused
+        self.kind = kind  # disk_full, read_only, permission, memory, lock, io, file_size, open_files
+
+
 class ObjectNotFoundError(BackendError):
     """The named object does not exist."""
 
@@ -71,8 +88,17 @@ class UnsafeNameError(ConfigError):
     """An object name escapes the store root."""
 
 
+class MissingTableError(EstoreError):
+    """A query named a table the warehouse does not have (e.g. the marts before the first transform)."""
+
+
 class LoadError(EstoreError):
     """A file could not be loaded. Only that file fails; the run goes on."""
+
+
+class UnreadableEntryError(LoadError):
+    """A landing entry cannot be opened (a dangling or looping link, no read permission): that entry
+    fails alone and is retried, then quarantined, like a file with bad data."""
 
 
 class JobFailedError(EstoreError):

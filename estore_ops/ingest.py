@@ -16,15 +16,24 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
-from estore_ops.errors import ConfigError, EstoreError, ObjectNotFoundError, TransientBackendError
+from estore_ops import environment, retry
+from estore_ops.errors import (
+    EnvironmentFaultError,
+    EstoreError,
+    ObjectNotFoundError,
+    TransientBackendError,
+    UnreadableEntryError,
+    UnsafeNameError,
+    UsageError,
+)
 from estore_ops.faults import fault_point
+from estore_ops.header import check_header, check_tail
 from estore_ops.logs import get_logger
-from estore_ops.header import check_header
-from estore_ops import retry
 from estore_ops.retry import retry_call
-from estore_ops.state import FAILED, LOADED, QUARANTINED, IngestState, StateStore
+from estore_ops.state import FAILED, LOADED, QUARANTINED, RACY_SECONDS, IngestState, StateStore
 from estore_ops.stores.base import ObjectInfo, ObjectStore, is_csv_name
 from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
 
@@ -60,6 +69,7 @@ class PendingFile:
             "reason": self.reason,
             "why": self.why,
             "attempt": self.attempt,
+            "problem": self.info.problem,
         }
 
 
@@ -79,15 +89,20 @@ class ScanResult:
         }
 
 
-def classify(info: ObjectInfo, state: IngestState, max_attempts: int) -> PendingFile | str:
-    """A PendingFile, or why the file needs nothing: 'loaded' or 'quarantined'."""
+def classify(
+    info: ObjectInfo, state: IngestState, max_attempts: int, fingerprint: Callable[[ObjectInfo], str | None] | None = None
+) -> PendingFile | str:
+    """A PendingFile, or why the file needs nothing: 'loaded' or 'quarantined'.
+
+    `fingerprint` reads a local file's content fingerprint; it is called only for a file written so
+    close to its load that its timestamps cannot tell a rewrite (see FileRecord.changed).
+    """
     rec = state.files.get(info.name)
     if rec is None:
-        folded = state.folded.get(info.name)
-        if folded is None:
+        if info.name not in state.folded:
             return PendingFile(info, NEW, 1, max_attempts)
-        return LOADED if folded == info.generation else PendingFile(info, CHANGED, 1, max_attempts)
-    if rec.generation != info.generation:
+        return PendingFile(info, CHANGED, 1, max_attempts) if state.folded_changed(info) else LOADED
+    if rec.changed(info, fingerprint):
         return PendingFile(info, CHANGED, 1, max_attempts)
     if rec.status == LOADED:
         return LOADED
@@ -107,7 +122,7 @@ def scan(landing: ObjectStore, state: IngestState, max_attempts: int, prefix: st
     listed = settled = 0
     for info in _list_csv(landing, prefix):
         listed += 1
-        verdict = classify(info, state, max_attempts)
+        verdict = classify(info, state, max_attempts, landing.fingerprint)
         if isinstance(verdict, PendingFile):
             pending.append(verdict)
         elif verdict == QUARANTINED:
@@ -186,12 +201,15 @@ def plan_load(
         chosen: list[PendingFile] = []
         for name in dict.fromkeys(files):
             if not is_csv_name(name):
-                raise ConfigError(f"--file {name}: only .csv and .csv.gz files are loaded.")
+                raise UsageError(f"--file {name}: only .csv and .csv.gz files are loaded.")
             try:
                 info = retry_call(landing.stat, name, what=f"stat {landing.uri(name)}")
             except ObjectNotFoundError:
-                raise ConfigError(f"--file {name}: no such file in the landing area {landing.uri()}.") from None
-            verdict = classify(info, state, max_attempts)
+                raise UsageError(f"--file {name}: no such file in the landing area {landing.uri()}.") from None
+            except (UnreadableEntryError, UnsafeNameError) as exc:
+                # It fails alone, like in a scan: recorded, retried, then quarantined.
+                info = ObjectInfo(name, 0, datetime.now(timezone.utc), 0, problem=str(exc))
+            verdict = classify(info, state, max_attempts, landing.fingerprint)
             if isinstance(verdict, PendingFile):
                 chosen.append(verdict)
             elif force:
@@ -239,6 +257,7 @@ def load_files(
     the files not started stay pending.
     """
     started = time.monotonic()
+    listed_ns = time.time_ns()  # before the listing: a file written after this is "racy" (see FileRecord.changed)
     snapshot = state_store.read()
     planned, skipped = plan_load(landing, snapshot.state, max_attempts, files, prefix, force)
     result = LoadResult(run_id, planned=planned, skipped=skipped, dry_run=dry_run)
@@ -280,30 +299,23 @@ def load_files(
 
     try:
         items: list[LoadItem] = []
+        identities: dict[str, dict[str, Any]] = {}
         for pending in planned:
-            try:
-                header = retry_call(check_header, landing, pending.info, what=f"read the header of {landing.uri(pending.info.name)}")
-            except (EstoreError, OSError) as exc:
-                # One unreadable file (permissions, an odd name, an outage that outlasted the
-                # retries) fails alone; a transient failure is not counted as an attempt.
-                outcome = FileOutcome(
-                    pending.info.name, pending.info.generation, pending.info.size, ok=False,
-                    error=f"{pending.info.name}: cannot be read ({exc}). Check the file's permissions and name, then run again.",
-                    retryable=isinstance(exc, TransientBackendError),
-                )
-                checkpoint.add(outcome)
-                result.outcomes.append(outcome)
-                continue
-            if header.ok:
-                # A file that failed before, or that a run died on (alone or in a batch), loads alone.
-                solo = pending.reason == RETRY or pending.info.name in suspects
-                items.append(LoadItem(pending.info, header.columns, solo=solo))
-            else:
-                outcome = FileOutcome(pending.info.name, pending.info.generation, pending.info.size, ok=False, error=header.error)
-                checkpoint.add(outcome)
-                result.outcomes.append(outcome)
+            info = pending.info
+            identities[info.name] = identity = _identity(info, listed_ns)
+            checked = _check_entry(landing, info)
+            if isinstance(checked, FileOutcome):
+                checkpoint.add(checked, identity)
+                result.outcomes.append(checked)
                 if on_file:
-                    on_file(outcome)
+                    on_file(checked)
+                continue
+            columns, fingerprint = checked
+            if fingerprint:
+                identity["fingerprint"] = fingerprint
+            # A file that failed before, or that a run died on (alone or in a batch), loads alone.
+            solo = pending.reason == RETRY or info.name in suspects
+            items.append(LoadItem(info, columns, solo=solo))
 
         by_name = {item.info.name: item for item in items}
         stopped = False
@@ -316,7 +328,7 @@ def load_files(
                     if _retry_later(outcome, by_name, landing) and round_ < WAREHOUSE_RETRY_ROUNDS:
                         again.append(by_name[outcome.name])  # a transient warehouse failure: nothing was kept
                         continue
-                    checkpoint.add(outcome)
+                    checkpoint.add(outcome, identities.get(outcome.name))
                     result.outcomes.append(outcome)
                     if on_file:
                         on_file(outcome)
@@ -342,7 +354,10 @@ def load_files(
         if inflight is not None:
             # This run did not die: nothing is in flight. Suspects of a batch that this run
             # planned but did not get to try alone (a stop, an outage) stay suspects.
-            inflight.keep_suspects((suspects & {p.info.name for p in planned}) - started_alone)
+            try:
+                inflight.keep_suspects((suspects & {p.info.name for p in planned}) - started_alone)
+            except Exception as exc:  # noqa: BLE001 - e.g. the state disk is full: never hide the run's own error
+                log.warning("could not clear the in-flight marker: %s", exc)
     checkpoint.flush()
 
     if snapshot_after(state_store).compactable(KEEP_RECORDS):
@@ -350,6 +365,56 @@ def load_files(
         state_store.update(lambda st: st.compact(KEEP_RECORDS))
     result.seconds = time.monotonic() - started
     return result
+
+
+def _identity(info: ObjectInfo, listed_ns: int) -> dict[str, Any]:
+    """What the state records of a local file version beyond its generation (nothing for GCS)."""
+    identity = {k: v for k, v in (("inode", info.inode), ("ctime_ns", info.ctime_ns)) if v is not None}
+    if info.ctime_ns is not None and info.ctime_ns > listed_ns - int(RACY_SECONDS * 1e9):
+        identity["racy"] = True
+    return identity
+
+
+def _check_entry(landing: ObjectStore, info: ObjectInfo) -> tuple[tuple[str, ...], str | None] | FileOutcome:
+    """Before any row is loaded: the header, the tail and the content fingerprint of one entry.
+
+    Returns (columns, fingerprint), or the failed outcome of this entry alone: whatever the reader,
+    the CSV sniffing or the OS chokes on in one entry never stops the others. A fault of the
+    machine (a disk error, no memory) raises EnvironmentFaultError: no file is blamed for it.
+    """
+    def failed(error: str, retryable: bool = False) -> FileOutcome:
+        return FileOutcome(info.name, info.generation, info.size, ok=False, error=error, retryable=retryable)
+
+    if info.problem:
+        return failed(info.problem)
+    try:
+        header = retry_call(check_header, landing, info, what=f"read the header of {landing.uri(info.name)}")
+        if not header.ok:
+            return failed(header.error or "")
+        tail = check_tail(landing, info)
+        if tail:
+            return failed(tail)
+        return header.columns, landing.fingerprint(info)
+    except EnvironmentFaultError:
+        raise
+    except (ObjectNotFoundError, FileNotFoundError):
+        return failed(
+            f"{info.name} disappeared from the landing area after the scan (renamed or deleted); nothing of it was "
+            "loaded. If it was renamed, it loads under its new name on the next run.", retryable=True,
+        )
+    except TransientBackendError as exc:  # an outage that outlasted the retries: not counted as an attempt
+        return failed(f"{info.name}: cannot be read now ({exc}); it is tried again on the next run.", retryable=True)
+    except OSError as exc:
+        fault = environment.from_os_error(exc, "the landing folder", landing.uri(info.name), permission_is_environment=False)
+        if fault is not None:
+            raise fault from None
+        return failed(f"{info.name}: cannot be read ({exc.strerror or exc}). Check the file's permissions, then run again.")
+    except EstoreError as exc:  # an unreadable entry, an odd name, access refused to this object
+        return failed(str(exc) if str(exc).startswith(info.name) else f"{info.name}: cannot be read ({exc}).")
+    except Exception as exc:  # noqa: BLE001 - never let one odd entry stop the run; say what it was
+        log.warning("checking %s failed", info.name, exc_info=True)
+        return failed(f"{info.name}: cannot be checked ({type(exc).__name__}: {exc}). Report this with the file; "
+                      "the other files are loaded.")
 
 
 class _StopRequested(Exception):
@@ -447,22 +512,22 @@ class StateCheckpoint:
 
     def __init__(self, state_store: StateStore, run_id: str, max_attempts: int, interval: float) -> None:
         self.state_store, self.run_id, self.max_attempts, self.interval = state_store, run_id, max_attempts, interval
-        self.pending: list[FileOutcome] = []
+        self.pending: list[tuple[FileOutcome, dict[str, Any] | None]] = []
         self.last = time.monotonic()
 
-    def add(self, outcome: FileOutcome) -> None:
+    def add(self, outcome: FileOutcome, identity: dict[str, Any] | None = None) -> None:
         if not outcome.ok and outcome.retryable:
             return  # changed while loading: not the file's fault; the next scan sees the new generation
-        self.pending.append(outcome)
+        self.pending.append((outcome, identity))
         if time.monotonic() - self.last >= self.interval:
             self.flush()
 
-    def _apply(self, state: IngestState, batch: list[FileOutcome]) -> None:
-        for o in batch:
+    def _apply(self, state: IngestState, batch: list[tuple[FileOutcome, dict[str, Any] | None]]) -> None:
+        for o, identity in batch:
             if o.ok:
-                state.record_success(o.name, o.generation, o.size, o.rows, self.run_id)
+                state.record_success(o.name, o.generation, o.size, o.rows, self.run_id, identity)
             else:
-                state.record_failure(o.name, o.generation, o.size, o.error or "", self.run_id, self.max_attempts)
+                state.record_failure(o.name, o.generation, o.size, o.error or "", self.run_id, self.max_attempts, identity)
 
     def flush(self) -> None:
         if not self.pending:

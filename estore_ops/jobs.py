@@ -229,9 +229,10 @@ def health_check(rt: Runtime) -> tuple[list[health.HealthRow], bool]:
         lines = []
         for r in rows:
             if r.check in new:
-                age = "never" if r.age_seconds is None else f"{r.age_seconds / 60:.0f} min ago"
-                lines.append(f"*{r.check}*: last success {age} (limit {r.max_age_seconds / 60:.0f} min)")
-        lines.append("A timer may have stopped or the VM may be down: `systemctl list-timers 'estore-ops*'`, `estore-ops runs`.")
+                problem = r.problem().removeprefix(f"{r.check}:").removeprefix(r.check).strip()
+                lines.append(f"*{r.check}*: {problem}")
+        lines.append("A timer may have stopped, the VM may be down, or a job keeps stopping on a fault of the machine: "
+                     "`systemctl list-timers 'estore-ops*'`, `estore-ops runs`.")
         alerted = alerts.send(Alert("stale", ":warning: estore-ops pipeline is stale", lines))
     if recovered and alerts:
         alerts.send(Alert("recovery", f":large_green_circle: estore-ops heartbeat fresh again: {', '.join(recovered)}"))

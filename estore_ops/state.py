@@ -1,9 +1,17 @@
 """The ingest state (the cursor): one JSON document in the state location, written by compare-and-swap.
 
 Layout (format_version 1):
-  {"format_version": 1, "updated_at": ISO, "folded": {NAME: G, ...},
+  {"format_version": 1, "updated_at": ISO, "folded": {NAME: G, ...}, "folded_ctime": {NAME: C, ...},
    "files": {NAME: {"generation": G, "size": S, "status": "loaded|failed|quarantined",
-                    "attempts": A, "rows": R, "loaded_at": ISO, "last_error": str|null, "run_id": str}}}
+                    "attempts": A, "rows": R, "loaded_at": ISO, "last_error": str|null, "run_id": str,
+                    "inode": I, "ctime_ns": C, "fingerprint": F}}}
+
+`inode`, `ctime_ns`, `fingerprint` and `folded_ctime` are optional (local folders only; documents
+written before they existed read as before): a local file's generation is max(mtime, ctime), and an
+mtime set in the future (`cp -p`, `rsync -t`, `touch -d` from a skewed clock) outweighs every later
+ctime, so the generation alone can miss a rewrite. Size, inode and ctime change on every write; the
+fingerprint (size and a hash of the first and last blocks) is compared when a file was written so
+close to its load that one timestamp tick could hide a rewrite.
 
 A file version is identified by (name, generation). To keep the document small as files
 accumulate, the oldest loaded records beyond the newest few thousand are folded into `folded`, a
@@ -32,7 +40,7 @@ from estore_ops.errors import (
     StateConflictError,
 )
 from estore_ops.retry import retry_call
-from estore_ops.stores.base import ObjectStore
+from estore_ops.stores.base import ObjectInfo, ObjectStore
 
 FORMAT_VERSION = 1
 STATE_NAME = "cursor.json"
@@ -43,6 +51,10 @@ RECOVERY_HINT = (
 )
 
 LOADED, FAILED, QUARANTINED = "loaded", "failed", "quarantined"
+OPTIONAL_IDENTITY = ("inode", "ctime_ns", "fingerprint", "racy")
+# Timestamp ticks are a few ms on ext4 or XFS but up to 2 s on some file systems: a file written this
+# close to its listing could be rewritten with the same ctime, so its fingerprint is checked.
+RACY_SECONDS = 2.0
 STATUSES = (LOADED, FAILED, QUARANTINED)
 
 
@@ -65,6 +77,11 @@ class FileRecord:
     last_error: str | None = None
     run_id: str | None = None
     updated_at: str | None = None
+    # Identity of a local file version beyond its generation (None: not recorded, or not a local file).
+    inode: int | None = None
+    ctime_ns: int | None = None
+    fingerprint: str | None = None
+    racy: bool | None = None  # written less than RACY_SECONDS before it was listed: the fingerprint decides
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FileRecord:
@@ -74,12 +91,41 @@ class FileRecord:
             raise ValueError(f"bad record {data!r}")
         return rec
 
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in OPTIONAL_IDENTITY:
+            if data[key] is None or data[key] is False:
+                del data[key]  # GCS records (and settled ones: no `racy`) stay as small as before
+        return data
+
+    def changed(self, info: ObjectInfo, fingerprint: Callable[[ObjectInfo], str | None] | None = None) -> bool:
+        """Whether `info` is another version than the one recorded.
+
+        The generation and size, then (when both sides have them) inode and ctime: a rewrite changes
+        ctime whatever the mtime says. A file listed less than RACY_SECONDS after it was written
+        could be rewritten within the same timestamp tick (coarse on some file systems) without its
+        ctime moving: for such a record the content fingerprint decides too. Only those files are
+        read; an idle tick over thousands of settled files reads none.
+        """
+        if self.generation != info.generation or self.size != info.size:
+            return True
+        for mine, now in ((self.inode, info.inode), (self.ctime_ns, info.ctime_ns)):
+            if mine is not None and now is not None and mine != now:
+                return True
+        if self.racy and self.fingerprint and fingerprint is not None:
+            try:
+                return fingerprint(info) != self.fingerprint
+            except Exception:  # noqa: BLE001 - cannot read it now: the load will say why
+                return True
+        return False
+
 
 @dataclass
 class IngestState:
     files: dict[str, FileRecord] = field(default_factory=dict)
     folded: dict[str, int] = field(default_factory=dict)  # old loaded versions: name -> generation
     updated_at: str | None = None
+    folded_ctime: dict[str, int] = field(default_factory=dict)  # and their ctime, for local files
 
     # -- queries ----------------------------------------------------------------------------
     def is_settled(self, name: str, generation: int) -> bool:
@@ -97,29 +143,48 @@ class IngestState:
         return out
 
     # -- changes ----------------------------------------------------------------------------
-    def record_success(self, name: str, generation: int, size: int, rows: int, run_id: str) -> None:
+    def folded_changed(self, info: ObjectInfo) -> bool:
+        """Whether a folded (loaded long ago) name is now another version."""
+        ctime = self.folded_ctime.get(info.name)
+        return self.folded.get(info.name) != info.generation or (
+            ctime is not None and info.ctime_ns is not None and ctime != info.ctime_ns
+        )
+
+    def record_success(self, name: str, generation: int, size: int, rows: int, run_id: str,
+                       identity: dict[str, Any] | None = None) -> None:
         prev = self.files.get(name)
         attempts = prev.attempts + 1 if prev and prev.generation == generation else 1
         now = iso(utcnow())
-        self.folded.pop(name, None)
-        self.files[name] = FileRecord(generation, size, LOADED, attempts, rows, now, None, run_id, now)
+        self._unfold(name)
+        self.files[name] = FileRecord(generation, size, LOADED, attempts, rows, now, None, run_id, now, **(identity or {}))
 
-    def record_failure(self, name: str, generation: int, size: int, error: str, run_id: str, max_attempts: int) -> FileRecord:
+    def record_failure(self, name: str, generation: int, size: int, error: str, run_id: str, max_attempts: int,
+                       identity: dict[str, Any] | None = None) -> FileRecord:
         prev = self.files.get(name)
         same_version = prev is not None and prev.generation == generation and prev.status != LOADED
+        if same_version and identity and any(
+            getattr(prev, k) is not None and identity.get(k) is not None and getattr(prev, k) != identity[k]
+            for k in ("inode", "ctime_ns")
+        ):
+            same_version = False  # rewritten under the same generation: a new version starts over
         if same_version and prev.run_id == run_id:
             attempts = prev.attempts  # this run's failure is already counted (a retried state write)
         else:
             attempts = prev.attempts + 1 if same_version else 1
         status = QUARANTINED if attempts >= max_attempts else FAILED
         now = iso(utcnow())
-        rec = FileRecord(generation, size, status, attempts, None, None, error[:2000], run_id, now)
-        self.folded.pop(name, None)
+        rec = FileRecord(generation, size, status, attempts, None, None, error[:2000], run_id, now, **(identity or {}))
+        self._unfold(name)
         self.files[name] = rec
         return rec
 
+    def _unfold(self, name: str) -> None:
+        self.folded.pop(name, None)
+        self.folded_ctime.pop(name, None)
+
     def forget(self, name: str) -> bool:
         """Make a file load again on the next run (e.g. after it was quarantined)."""
+        self.folded_ctime.pop(name, None)
         return self.files.pop(name, None) is not None or self.folded.pop(name, None) is not None
 
     def _foldable(self, keep: int) -> list[str]:
@@ -137,7 +202,10 @@ class IngestState:
         """Fold loaded records beyond the newest `keep` into the name -> generation map."""
         names = self._foldable(keep)
         for name in names:
-            self.folded[name] = self.files.pop(name).generation
+            rec = self.files.pop(name)
+            self.folded[name] = rec.generation
+            if rec.ctime_ns is not None:
+                self.folded_ctime[name] = rec.ctime_ns
         return len(names)
 
     # -- (de)serialisation ------------------------------------------------------------------
@@ -146,8 +214,10 @@ class IngestState:
             "format_version": FORMAT_VERSION,
             "updated_at": iso(utcnow()),
             "folded": dict(sorted(self.folded.items())),
-            "files": {name: asdict(rec) for name, rec in sorted(self.files.items())},
+            "files": {name: rec.to_json() for name, rec in sorted(self.files.items())},
         }
+        if self.folded_ctime:
+            doc["folded_ctime"] = dict(sorted(self.folded_ctime.items()))
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -170,7 +240,8 @@ class IngestState:
         try:
             files = {str(n): FileRecord.from_json(r) for n, r in doc["files"].items()}
             folded = {str(n): int(g) for n, g in doc.get("folded", {}).items()}
-            return cls(files, folded, doc.get("updated_at"))
+            folded_ctime = {str(n): int(c) for n, c in doc.get("folded_ctime", {}).items()}
+            return cls(files, folded, doc.get("updated_at"), folded_ctime)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptStateError(f"The state document {where} has a malformed entry ({exc}). {RECOVERY_HINT}") from None
 

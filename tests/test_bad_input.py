@@ -55,7 +55,7 @@ CASES: dict[str, tuple[str, Any]] = {
     "bad_timestamp.csv": ("fails", ['bad_timestamp.csv, line 4, column event_time: Could not convert string "10/01/2019 00:00:02"']),
     "text_in_price.csv": ("fails", ['text_in_price.csv, line 5, column price: Could not convert string "twelve" to \'DOUBLE\'']),
     "negative_price.csv": ("fails", ["negative_price.csv, line 4, column price: negative price -12.5", "refused"]),
-    "id_overflow.csv": ("fails", ['id_overflow.csv, line 3, column product_id: Could not convert string "99999999999999999999" to \'BIGINT\'']),
+    "id_overflow.csv": ("fails", ['id_overflow.csv, line 3, column product_id: "99999999999999999999" is too large for an id']),
     "too_few_fields.csv": ("fails", ["too_few_fields.csv, line 3: the line has 7 fields, 9 expected"]),
     "too_many_fields.csv": ("fails", ["too_many_fields.csv, line 3: the line has 10 fields, 9 expected"]),
     "zero_filled_tail.csv": ("fails", ["zero_filled_tail.csv, line 7: the line is made of NUL (zero) bytes"]),
@@ -242,15 +242,15 @@ def test_file_deleted_before_its_batch_is_read_fails_alone(ws: Workspace, monkey
     ws.add("a.csv", event_lines(4))
     ws.add("b.csv", event_lines(5, start=100))
     ws.add("c.csv", event_lines(6, start=200))
-    check = ingest.check_header
+    check = ingest._check_entry
 
-    def delete_b_after_its_header(landing: Any, info: Any) -> Any:
+    def delete_b_after_its_checks(landing: Any, info: Any) -> Any:
         result = check(landing, info)
         if info.name == "b.csv":
             (ws.landing / "b.csv").unlink()
         return result
 
-    monkeypatch.setattr(ingest, "check_header", delete_b_after_its_header)
+    monkeypatch.setattr(ingest, "_check_entry", delete_b_after_its_checks)
     result = ws.cli("load", "--json")
     files = {f["name"]: f for f in json.loads(result.stdout)["files"]}
     assert "b.csv disappeared from the landing area while it was loading" in files["b.csv"]["error"]

@@ -22,7 +22,7 @@ def open_store(url: str, setting: str = "location") -> ObjectStore:
         from estore_ops.stores.local import LocalFolderStore
 
         path = urlparse(url).path if url.startswith("file://") else url
-        return LocalFolderStore(path)
+        return LocalFolderStore(path, role=f"the {setting} folder")
     if scheme.startswith("chaos+"):
         # Fault injection for tests and drills: wraps the store named after "chaos+".
         from estore_ops.stores.chaos import ChaosStore
