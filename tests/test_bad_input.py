@@ -42,6 +42,8 @@ CASES: dict[str, tuple[str, Any]] = {
     "multi_member.csv.gz": ("loads", 5),
     "nul_bytes.csv": ("loads", 3),
     "huge_field_1mb.csv": ("loads", 1),
+    "blank_lines.csv": ("loads", 2),
+    "spaces_around_ids.csv": ("loads", 1),
     # bad files: that file fails alone
     "empty.csv": ("fails", ["empty.csv is empty (0 bytes)"]),
     "empty.csv.gz": ("fails", ["empty.csv.gz is empty (0 bytes)"]),
@@ -69,6 +71,22 @@ CASES: dict[str, tuple[str, Any]] = {
     "json_not_csv.csv": ("fails", ["json_not_csv.csv, line 1: header has missing column(s) event_time",
                                    "this is not an event CSV file (it starts like JSON)"]),
     "single_line_1mb.csv": ("fails", ["single_line_1mb.csv, line 1: no line break in the first 64 KiB"]),
+    # values out of their domain
+    "nan_price.csv": ("fails", ['nan_price.csv, line 3, column price: "NaN" is not a finite number', "refused"]),
+    "infinite_price.csv": ("fails", ['infinite_price.csv, line 4, column price: "inf" is not a finite number']),
+    "overflow_price.csv": ("fails", ['overflow_price.csv, line 3, column price: "1e400" is not a finite number']),
+    "fractional_id.csv": ("fails", ['fractional_id.csv, line 3, column product_id: "1.5" is not a whole number', "refused"]),
+    "exponent_id.csv": ("fails", ['exponent_id.csv, line 3, column user_id: "5e8" is not a whole number']),
+    "hex_id.csv": ("fails", ['hex_id.csv, line 2, column category_id: "0x1F" is not a whole number']),
+    "empty_event_time.csv": ("fails", ["empty_event_time.csv, line 4, column event_time: the time is empty"]),
+    "infinite_event_time.csv": ("fails", ['infinite_event_time.csv, line 3, column event_time: "infinity" is not a point in time']),
+    "all_empty_row.csv": ("fails", ["all_empty_row.csv, line 3: the row is empty (all 9 fields are empty)"]),
+    # line endings and garbage at the end
+    "cr_line_endings.csv": ("fails", ["cr_line_endings.csv, line 1: the line ends with a CR alone"]),
+    "mixed_line_endings.csv": ("fails", ["mixed_line_endings.csv, line 3: the line ends with LF (\\n, Unix) but line 1 ends with CRLF"]),
+    "stray_cr.csv": ("fails", ["stray_cr.csv, line 4: the line ends with CR alone (\\r, classic Mac OS) but line 1 ends with LF"]),
+    "nul_tail_no_newline.csv": ("fails", ["nul_tail_no_newline.csv, line 6: the line ends in NUL (zero) bytes, 4,096 of them"]),
+    "nul_tail_64mb.csv": ("fails", ["nul_tail_64mb.csv, line 7: the line is made of NUL (zero) bytes, 67,108,864 of them"]),
 }
 LARGE = set(make_corpus.large_files())
 GOOD = "control.csv"  # a plain good file loaded in the same run: bad neighbours never stop it

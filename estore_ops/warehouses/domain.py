@@ -27,10 +27,10 @@ from typing import IO
 
 CHECK = "estore-check: "
 ID_COLUMNS = ("product_id", "category_id", "user_id")
-# Ids are read as text and must be plain decimal digits; 19 digits at most (BIGINT), the value then
-# still has to fit (checked by the cast, and again here when a cast fails).
-_ID_SQL_PATTERN = "-?[0-9]{1,19}"
-_DIGITS = re.compile("-?[0-9]+")
+# Ids are read as text and must be plain decimal digits (spaces around them are fine, as DuckDB's
+# reader always allowed); 19 digits at most (BIGINT), the value then still has to fit.
+_ID_SQL_PATTERN = r" *-?[0-9]{1,19} *"
+_DIGITS = re.compile(r" *-?[0-9]+ *")
 _BIGINT = (-(2**63), 2**63 - 1)
 _INFINITE_TIMES = {"infinity", "+infinity", "-infinity", "inf", "+inf", "-inf"}
 _AGAIN = "Fix the value (or remove the line) and upload the file again; the new version loads on the next run."
