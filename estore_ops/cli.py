@@ -46,9 +46,11 @@ class EstoreGroup(TyperGroup):
 
 
 def _redacted(text: str) -> str:
+    """Secrets masked and control characters shown as escapes: error text carries file names and values."""
+    from estore_ops.output import printable
     from estore_ops.redact import redact
 
-    return redact(text)
+    return printable(redact(text))
 
 
 def _show_traceback() -> None:

@@ -65,9 +65,20 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
+def _escaped(text: str) -> str:
+    """Slack reads <...> as links and mentions and & as entities: file names and error text never
+    may (Slack's "Escaping text" rule: only &, < and > are replaced). estore-ops' own formatting
+    uses none of them."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _text(alert: Alert) -> str:
+    return _escaped(alert.text)
+
+
 def _blocks(alert: Alert) -> list[dict[str, Any]]:
-    body = "\n".join(alert.lines)
-    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{alert.title}*"}}]
+    body = _escaped("\n".join(alert.lines))
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{_escaped(alert.title)}*"}}]
     if body:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": body[:2900]}})
     return blocks
@@ -95,7 +106,7 @@ class SlackBotNotifier(Notifier):
     def _post(self, alert: Alert, started: float) -> None:
         _cap_timeout(self.client, started)
         try:
-            self.client.chat_postMessage(channel=self.channel, text=alert.text, blocks=_blocks(alert))
+            self.client.chat_postMessage(channel=self.channel, text=_text(alert), blocks=_blocks(alert))
         except SlackApiError as exc:
             status = exc.response.status_code
             error = exc.response.get("error") if hasattr(exc.response, "get") else None
@@ -125,7 +136,7 @@ class SlackWebhookNotifier(Notifier):
     @_retrying
     def _post(self, alert: Alert, started: float) -> None:
         _cap_timeout(self.client, started)
-        response = self.client.send(text=alert.text, blocks=_blocks(alert))
+        response = self.client.send(text=_text(alert), blocks=_blocks(alert))
         if response.status_code != 200:
             raise _HttpStatus(response.status_code, _retry_after(response.headers), str(response.body)[:200])
 
