@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from estore_ops import environment, schema
 from estore_ops.errors import (
     BackendError,
+    ConfigError,
     EnvironmentFaultError,
     EstoreError,
     MissingTableError,
@@ -84,9 +85,13 @@ def usable_memory_bytes() -> int | None:
 
 
 def duckdb_path_from_url(url: str) -> Path:
-    # duckdb:///relative/path or duckdb:////absolute/path (the SQLAlchemy convention).
-    rest = url[len("duckdb:///"):].partition("?")[0]
-    return Path(rest)
+    """duckdb:///relative/path or duckdb:////absolute/path (see estore_ops.warehouses.duckdb_path)."""
+    from estore_ops.warehouses import duckdb_path
+
+    try:
+        return duckdb_path(url)
+    except ConfigError as exc:
+        raise ConfigError(f"warehouse = {url!r} {exc}") from None
 
 
 class DuckDBWarehouse(Warehouse):
