@@ -17,6 +17,11 @@ from estore_ops.errors import EXIT_CODE_HELP, ConfigError, EstoreError, ExitCode
 _debug = False
 
 
+# The base of click's errors (BadParameter, UsageError, ...) as this typer uses it (typer 0.28 ships
+# its own copy of click): they must reach click's handler, which prints them and exits 2.
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 class EstoreGroup(TyperGroup):
     """Turns library errors into one clear line on stderr and the documented exit code."""
 
@@ -31,13 +36,17 @@ class EstoreGroup(TyperGroup):
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-        except typer.Exit:
-            raise
+        except (typer.Exit, _CLICK_ERROR):
+            raise  # click's own: a usage error (a bad option value) exits 2 with click's message
         except OSError as exc:
             # A file or folder the process cannot use (permissions, disk full): one clear line.
+            from estore_ops.environment import from_os_error
+
             _show_traceback()
+            fault = from_os_error(exc, "the path")
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-            typer.echo(_redacted(f"error: {where}{exc.strerror or exc}. Check the path's owner and permissions."), err=True)
+            text = str(fault) if fault else f"{where}{exc.strerror or exc}. Check the path's owner and permissions."
+            typer.echo(_redacted(f"error: {text}"), err=True)
             raise typer.Exit(int(ExitCode.BACKEND)) from None
         except Exception as exc:
             _show_traceback()

@@ -187,6 +187,26 @@ class LoadResult:
         }
 
 
+def check_requested_files(landing: ObjectStore, files: Sequence[str]) -> None:
+    """`load --file NAME` arguments, checked before any job starts: a typo is a usage error (exit 2),
+    not a failed run, so it is neither recorded nor alerted."""
+    for name in dict.fromkeys(files):
+        _requested(landing, name)
+
+
+def _requested(landing: ObjectStore, name: str) -> ObjectInfo:
+    """A file asked for by name; one that exists but cannot be read comes back as a problem entry
+    (it fails alone, recorded like in a scan)."""
+    if not is_csv_name(name):
+        raise UsageError(f"--file {name}: only .csv and .csv.gz files are loaded.")
+    try:
+        return retry_call(landing.stat, name, what=f"stat {landing.uri(name)}")
+    except ObjectNotFoundError:
+        raise UsageError(f"--file {name}: no such file in the landing area {landing.uri()}.") from None
+    except (UnreadableEntryError, UnsafeNameError) as exc:
+        return ObjectInfo(name, 0, datetime.now(timezone.utc), 0, problem=str(exc))
+
+
 def plan_load(
     landing: ObjectStore,
     state: IngestState,
@@ -200,15 +220,7 @@ def plan_load(
     if files:
         chosen: list[PendingFile] = []
         for name in dict.fromkeys(files):
-            if not is_csv_name(name):
-                raise UsageError(f"--file {name}: only .csv and .csv.gz files are loaded.")
-            try:
-                info = retry_call(landing.stat, name, what=f"stat {landing.uri(name)}")
-            except ObjectNotFoundError:
-                raise UsageError(f"--file {name}: no such file in the landing area {landing.uri()}.") from None
-            except (UnreadableEntryError, UnsafeNameError) as exc:
-                # It fails alone, like in a scan: recorded, retried, then quarantined.
-                info = ObjectInfo(name, 0, datetime.now(timezone.utc), 0, problem=str(exc))
+            info = _requested(landing, name)
             verdict = classify(info, state, max_attempts, landing.fingerprint)
             if isinstance(verdict, PendingFile):
                 chosen.append(verdict)

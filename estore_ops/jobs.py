@@ -73,6 +73,8 @@ def load(
     on_start: Callable[[list[PendingFile]], None] | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
 ) -> LoadResult:
+    if files:
+        ingest.check_requested_files(rt.landing, files)
     if dry_run:
         return _load(rt, files, prefix, force, dry_run, on_start, on_file)
     with tracked_job(rt, "load") as record:

@@ -313,7 +313,15 @@ class StateStore:
                 f"No previous version at {self.store.uri(self.previous_name)}. "
                 "Run `estore-ops cursor reset --all --yes` to start over (rows are replaced on reload, not duplicated)."
             ) from None
-        state = IngestState.from_bytes(raw, self.store.uri(self.previous_name))
+        try:
+            state = IngestState.from_bytes(raw, self.store.uri(self.previous_name))
+        except CorruptStateError as exc:
+            # Restoring is what brought us here: the way out is a reset (never "restore" again).
+            reason = str(exc).replace(RECOVERY_HINT, "").strip()
+            raise CorruptStateError(
+                f"{reason} The previous version cannot be restored either: run `estore-ops cursor reset --all --yes` "
+                "to start over (files are reloaded and their rows replaced, not duplicated)."
+            ) from None
         try:
             current = self.store.stat(self.name).generation
         except ObjectNotFoundError:

@@ -65,9 +65,13 @@ def tracked_job(rt: Runtime, job: str, lock: bool = True, heartbeat: bool = True
         with run_lock(rt, job) if lock else nullcontext():
             _best_effort("recording the run start", history.save, record)
             yield record
-    except (LockHeldError, UsageError):
-        # Nothing ran (the lock is busy, or the command's own arguments are wrong): not a failure,
-        # not recorded (a busy lock every tick would flood the history), never alerted.
+    except LockHeldError:
+        raise  # nothing ran: not a failure, not recorded (a busy lock every tick would flood the history)
+    except UsageError as exc:
+        # The command's own arguments are wrong (commands check them before the job starts; this
+        # is a file that vanished in between): recorded, never alerted.
+        record.status, record.error = FAILED, redact(str(exc))
+        _finish(rt, history, record, alert=False)
         raise
     except EnvironmentFaultError as exc:
         # The machine, not a file: the run stopped before blaming anything. One alert per episode.
@@ -89,13 +93,15 @@ def tracked_job(rt: Runtime, job: str, lock: bool = True, heartbeat: bool = True
 
 
 def _finish(rt: Runtime, history: RunHistory, record: RunRecord, heartbeat: bool = True,
-            environment: EnvironmentFaultError | None = None) -> None:
+            environment: EnvironmentFaultError | None = None, alert: bool = True) -> None:
     record.ended_at = now_iso()
     _best_effort("recording the run", history.save, record)
     log.info(
         "%s %s", record.job, record.status,
         extra={"fields": {"job": record.job, "status": record.status, "rows": record.rows_loaded, "seconds": record.seconds}},
     )
+    if not alert:
+        return
     alerts = alert_manager(rt)
     if record.status == SUCCESS:
         if heartbeat:
