@@ -196,6 +196,9 @@ def scan(
             [[p.info.name, out.size(p.info.size), p.info.updated.strftime("%Y-%m-%d %H:%M:%S"), p.why] for p in result.pending],
             keys=["file", "size_bytes", "updated", "why"] if not out.terminal else None,
         )
+    for p in result.pending:
+        if p.info.problem:  # listed, but it will fail alone as it is
+            out.line(f"cannot be loaded as it is: {p.info.problem}", style="yellow")
     if result.quarantined:
         out.line(f"Quarantined (not retried): {', '.join(q.name for q in result.quarantined)}. "
                  "See `estore-ops cursor show`.", style="yellow")

@@ -131,20 +131,38 @@ def from_duckdb_error(exc: BaseException, database: Path, sources: Iterable[str]
     text = str(exc)
     first = text.splitlines()[0] if text else type(exc).__name__
     quoted = _QUOTED_PATH.search(first)
-    path = quoted.group(1) if quoted else str(database)
     if quoted and quoted.group(1) in set(sources):
         return None
-    if isinstance(exc, duckdb.OutOfMemoryException) or first.startswith("Out of Memory Error"):
+    memory = isinstance(exc, duckdb.OutOfMemoryException)
+    fatal = isinstance(exc, duckdb.FatalException)
+    # Only errors of the engine's own I/O: a CSV value that happens to read "No space left on device"
+    # fails a conversion, never one of these.
+    engine_io = isinstance(exc, (duckdb.IOException, duckdb.PermissionException, duckdb.InternalException,
+                                 duckdb.TransactionException))
+    return _from_engine_text(text, database, memory, fatal, engine_io, memory_limit)
+
+
+def from_warehouse_message(text: str, database: Path) -> EnvironmentFaultError | None:
+    """The same classification for a message that reached us as text (a dbt model's error)."""
+    engine_io = any(word in text for word in ("IO Error", "TransactionContext Error", "Permission Error", "INTERNAL Error"))
+    return _from_engine_text(text, database, False, False, engine_io)
+
+
+def _from_engine_text(text: str, database: Path, memory: bool, fatal: bool, engine_io: bool,
+                      memory_limit: str = "") -> EnvironmentFaultError | None:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    telling = ("Out of Memory Error", "invalidated", "Could not set lock", *(words for words, _ in _BY_TEXT))
+    first = next((ln for ln in lines if any(w in ln for w in telling)), lines[0] if lines else "")
+    quoted = _QUOTED_PATH.search(first)
+    path = quoted.group(1) if quoted else str(database)
+    if memory or "Out of Memory Error" in first:
         limit = f"; load_memory_limit is {memory_limit}" if memory_limit else ""
         return fault(MEMORY, database, "the warehouse", first + limit)
-    if isinstance(exc, duckdb.FatalException) or "database has been invalidated" in first:
+    if fatal or "database has been invalidated" in first:
         return fault(INVALIDATED, database, "the warehouse", first)
     if "Could not set lock on file" in first or "Conflicting lock is held" in text:
         return fault(LOCK, database, "the warehouse", first)
-    # Only errors of the engine's own I/O: a CSV value that happens to read "No space left on device"
-    # fails a conversion, never one of these.
-    if isinstance(exc, (duckdb.IOException, duckdb.PermissionException, duckdb.InternalException,
-                        duckdb.TransactionException)):
+    if engine_io:
         for words, kind in _BY_TEXT:
             if words in text:
                 return fault(kind, path, "the warehouse", first)

@@ -20,7 +20,8 @@ class ExitCode(IntEnum):
 
 EXIT_CODE_HELP = (
     "Exit codes: 0 ok; 1 a file or job failed; 2 usage or configuration error; "
-    "3 state conflict or corrupt state; 4 backend unreachable or access denied; "
+    "3 state conflict or corrupt state; 4 backend unreachable or access denied, or a fault of the machine "
+    "(disk full, read-only folder, out of memory); "
     "5 unhealthy (stale heartbeat); 75 another run holds the lock; 130 interrupted."
 )
 

@@ -314,7 +314,7 @@ def load_files(
         identities: dict[str, dict[str, Any]] = {}
         for pending in planned:
             info = pending.info
-            identities[info.name] = identity = _identity(info, listed_ns)
+            identities[info.name] = identity = file_identity(info, listed_ns)
             checked = _check_entry(landing, info)
             if isinstance(checked, FileOutcome):
                 checkpoint.add(checked, identity)
@@ -379,8 +379,9 @@ def load_files(
     return result
 
 
-def _identity(info: ObjectInfo, listed_ns: int) -> dict[str, Any]:
-    """What the state records of a local file version beyond its generation (nothing for GCS)."""
+def file_identity(info: ObjectInfo, listed_ns: int) -> dict[str, Any]:
+    """What the state records of a local file version beyond its generation (nothing for GCS);
+    `listed_ns` is when the listing started (time.time_ns())."""
     identity = {k: v for k, v in (("inode", info.inode), ("ctime_ns", info.ctime_ns)) if v is not None}
     if info.ctime_ns is not None and info.ctime_ns > listed_ns - int(RACY_SECONDS * 1e9):
         identity["racy"] = True

@@ -106,6 +106,20 @@ def _dbt(rt: Runtime, command: str, **options: Any) -> DbtRunResult:
     return result
 
 
+def _machine_fault(rt: Runtime, result: DbtRunResult) -> None:
+    """A dbt run that failed only because of the machine (the warehouse's disk full, out of memory)
+    stops like a load does: exit 4, one alert per episode, no model blamed."""
+    from estore_ops import environment
+    from estore_ops.warehouses import duckdb_path
+
+    if result.ok or not rt.settings.warehouse.startswith("duckdb:"):
+        return
+    messages = [n.message or "" for n in result.failed_nodes] or [result.error or ""]
+    faults = [environment.from_warehouse_message(m, duckdb_path(rt.settings.warehouse)) for m in messages]
+    if faults and all(faults):
+        raise faults[0]  # type: ignore[misc]
+
+
 def _record_dbt(record: RunRecord, result: DbtRunResult) -> None:
     record.dbt_nodes = result.counts()
     if result.ok:
@@ -126,6 +140,7 @@ def transform(
         result = _dbt(rt, "build", select=list(select) or None, exclude=list(exclude) or None,
                       full_refresh=full_refresh, no_test=no_test)
         _record_dbt(record, result)
+        _machine_fault(rt, result)
         return result
 
 
@@ -134,6 +149,7 @@ def snapshot(rt: Runtime, select: Sequence[str] = ()) -> DbtRunResult:
     with tracked_job(rt, "snapshot") as record:
         result = _dbt(rt, "snapshot", select=list(select) or None)
         _record_dbt(record, result)
+        _machine_fault(rt, result)
         return result
 
 
@@ -178,6 +194,7 @@ def ingest_tick(rt: Runtime, should_stop: Callable[[], bool] | None = None) -> T
             result.transform_reason = reason
             result.transform = _dbt(rt, "build")
             _record_dbt(record, result.transform)
+            _machine_fault(rt, result.transform)
             if result.transform.ok:
                 health.beat(rt.state_backend, "transform", rt.run_id)
         return result

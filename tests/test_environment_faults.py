@@ -170,3 +170,22 @@ def test_health_reports_a_load_failing_for_environment_reasons_longer_than_its_t
     assert ws.cli("health").exit_code == ExitCode.UNHEALTHY  # (transform and snapshot never ran)
     ingest = next(c for c in json.loads(ws.cli("health", "--json").stdout)["checks"] if c["check"] == "ingest")
     assert ingest["stale"] is False and ingest["environment"] is None
+
+
+def test_a_transform_that_fills_the_warehouse_disk_blames_no_model(ws: Workspace, tmp_path: Path) -> None:
+    disk = CappedDisk(tmp_path / "disk", size_mb=64)  # room for the models once space returns
+    try:
+        env = {"ESTORE_WAREHOUSE": f"duckdb:///{disk.path / 'warehouse.duckdb'}"}
+        ws.add("a.csv", event_lines(5_000))
+        assert _run(ws, env, "load").returncode == 0
+        disk.fill(leave=16 << 10)
+        result = _run(ws, env, "transform", **disk.popen_kwargs())
+        assert result.returncode == ExitCode.BACKEND, result.stdout + result.stderr
+        assert NOT_BLAMED in result.stderr and str(disk.path) in result.stderr
+        runs = json.loads((ws.state / "runs.json").read_text())
+        assert runs[0]["job"] == "transform" and runs[0]["failures"][0]["subject"].startswith("environment (")
+        disk.free()
+        done = _run(ws, env, "transform")
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    finally:
+        disk.close()
