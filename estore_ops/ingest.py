@@ -33,7 +33,7 @@ from estore_ops.faults import fault_point
 from estore_ops.header import check_header, check_tail
 from estore_ops.logs import get_logger
 from estore_ops.retry import retry_call
-from estore_ops.state import FAILED, LOADED, QUARANTINED, RACY_SECONDS, IngestState, StateStore
+from estore_ops.state import FAILED, LOADED, QUARANTINED, IngestState, StateStore, racy_window_ns
 from estore_ops.stores.base import ObjectInfo, ObjectStore, is_csv_name
 from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
 
@@ -383,7 +383,7 @@ def file_identity(info: ObjectInfo, listed_ns: int) -> dict[str, Any]:
     """What the state records of a local file version beyond its generation (nothing for GCS);
     `listed_ns` is when the listing started (time.time_ns())."""
     identity = {k: v for k, v in (("inode", info.inode), ("ctime_ns", info.ctime_ns)) if v is not None}
-    if info.ctime_ns is not None and info.ctime_ns > listed_ns - int(RACY_SECONDS * 1e9):
+    if info.ctime_ns is not None and info.ctime_ns > listed_ns - racy_window_ns(info.ctime_ns):
         identity["racy"] = True
     return identity
 

@@ -52,9 +52,16 @@ RECOVERY_HINT = (
 
 LOADED, FAILED, QUARANTINED = "loaded", "failed", "quarantined"
 OPTIONAL_IDENTITY = ("inode", "ctime_ns", "fingerprint", "racy")
-# Timestamp ticks are a few ms on ext4 or XFS but up to 2 s on some file systems: a file written this
-# close to its listing could be rewritten with the same ctime, so its fingerprint is checked.
-RACY_SECONDS = 2.0
+# A file written within one timestamp tick of its listing could be rewritten with the same ctime, so
+# its fingerprint is checked by later scans. Ticks are a few ms on ext4, XFS or tmpfs; file systems
+# with coarse times (1-2 s: FAT, some network mounts) show it as ctimes in whole seconds.
+RACY_FINE_NS = 20_000_000
+RACY_COARSE_NS = 2_000_000_000
+
+
+def racy_window_ns(ctime_ns: int) -> int:
+    """How close to a listing a write with this ctime must be to share its timestamp tick."""
+    return RACY_COARSE_NS if ctime_ns % 1_000_000_000 == 0 else RACY_FINE_NS
 STATUSES = (LOADED, FAILED, QUARANTINED)
 
 
@@ -81,7 +88,7 @@ class FileRecord:
     inode: int | None = None
     ctime_ns: int | None = None
     fingerprint: str | None = None
-    racy: bool | None = None  # written less than RACY_SECONDS before it was listed: the fingerprint decides
+    racy: bool | None = None  # written within a timestamp tick of its listing: the fingerprint decides
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FileRecord:
@@ -102,9 +109,9 @@ class FileRecord:
         """Whether `info` is another version than the one recorded.
 
         The generation and size, then (when both sides have them) inode and ctime: a rewrite changes
-        ctime whatever the mtime says. A file listed less than RACY_SECONDS after it was written
-        could be rewritten within the same timestamp tick (coarse on some file systems) without its
-        ctime moving: for such a record the content fingerprint decides too. Only those files are
+        ctime whatever the mtime says. A file listed within one timestamp tick of its last write
+        (racy_window_ns) could be rewritten in that tick without its ctime moving: for such a
+        record the content fingerprint decides too. Only those files are
         read; an idle tick over thousands of settled files reads none.
         """
         if self.generation != info.generation or self.size != info.size:

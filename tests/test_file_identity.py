@@ -102,7 +102,7 @@ def test_the_state_records_the_full_identity_of_a_local_file(ws: Workspace) -> N
     rec = json.loads((ws.state / "cursor.json").read_text())["files"]["a.csv"]
     st = os.stat(ws.landing / "a.csv")
     assert rec["size"] == st.st_size and rec["inode"] == st.st_ino and rec["ctime_ns"] == st.st_ctime_ns
-    assert rec["fingerprint"].startswith(f"{st.st_size}:")
+    assert rec["fingerprint"] == LocalFolderStore(ws.landing).fingerprint(LocalFolderStore(ws.landing).stat("a.csv"))
     assert rec["generation"] == max(st.st_mtime_ns, st.st_ctime_ns) // 1000  # the generation it always had
 
 
@@ -142,7 +142,7 @@ def test_folded_records_keep_the_ctime(ws: Workspace, tmp_path: Path, monkeypatc
 
 def test_only_files_listed_right_after_a_write_have_their_fingerprint_read(tmp_path: Path) -> None:
     """An idle scan reads no file: the fingerprint is read only for records marked racy (written
-    less than RACY_SECONDS before they were listed), where one timestamp tick could hide a rewrite."""
+    within a timestamp tick of their listing), where one tick could hide a rewrite."""
     landing = LocalFolderStore(tmp_path / "landing")
     state = IngestState()
     for i in range(50):
@@ -173,3 +173,18 @@ def test_state_documents_without_identity_fields_round_trip(tmp_path: Path) -> N
     assert snap.state.files["a.csv"].inode is None and snap.state.folded == {"old.csv": 5}
     saved = json.loads(store.save(snap, snap.state).raw)
     assert "inode" not in saved["files"]["a.csv"] and "folded_ctime" not in saved
+
+
+def test_a_file_listed_right_after_its_write_is_marked_racy(ws: Workspace) -> None:
+    """A file written moments before the load that lists it gets `racy` (its fingerprint is re-read);
+    one written long before does not."""
+    from estore_ops.ingest import file_identity
+    from estore_ops.state import racy_window_ns
+
+    ws.add("old.csv", event_lines(2))
+    os.utime(ws.landing / "old.csv")
+    store = LocalFolderStore(ws.landing)
+    info = store.stat("old.csv")
+    assert file_identity(info, info.ctime_ns + 5 * racy_window_ns(info.ctime_ns)) == {"inode": info.inode, "ctime_ns": info.ctime_ns}
+    assert file_identity(info, info.ctime_ns + 1)["racy"] is True
+    assert racy_window_ns(3 * 10**9) == 2 * 10**9  # whole-second ctimes: a coarse file system

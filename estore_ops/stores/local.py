@@ -252,11 +252,12 @@ class LocalFolderStore(ObjectStore):
         digest = hashlib.blake2b(digest_size=8)
         with open(self._path(info.name), "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
+            digest.update(size.to_bytes(8, "little"))
             digest.update(fh.read(FINGERPRINT_BLOCK))
             if size > FINGERPRINT_BLOCK:
                 fh.seek(max(FINGERPRINT_BLOCK, size - FINGERPRINT_BLOCK))
                 digest.update(fh.read(FINGERPRINT_BLOCK))
-        return f"{size}:{digest.hexdigest()}"
+        return digest.hexdigest()
 
     @property
     def local_root(self) -> Path:

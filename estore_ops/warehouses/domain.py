@@ -2,8 +2,8 @@
 
 The policy (tests/corpus/EXPECTED.md) refuses the whole file, naming the line and the column, when:
 - a price is not a finite number (`NaN`, `inf`, an overflow such as `1e400`) or is negative;
-- an id (product_id, category_id, user_id) is not a whole number written in decimal digits
-  (DuckDB's integer parser would round `1.5` to 2, read `1e3` as 1000 and `0x1F` as 31);
+- an id (product_id, category_id, user_id) has a fraction (`1.5`, `1.0`, `15e-1`: DuckDB's integer
+  parser would round it, silently making it another id) or is negative (REES46 ids are positive);
 - an event_time is empty or not a finite time (`infinity`); unparseable text already fails in the
   CSV reader, with its line;
 - a row is entirely empty (`,,,,,,,,`).
@@ -27,10 +27,10 @@ from typing import IO
 
 CHECK = "estore-check: "
 ID_COLUMNS = ("product_id", "category_id", "user_id")
-# Ids are read as text and must be plain decimal digits (spaces around them are fine, as DuckDB's
-# reader always allowed); 19 digits at most (BIGINT), the value then still has to fit.
-_ID_SQL_PATTERN = r" *-?[0-9]{1,19} *"
-_DIGITS = re.compile(r" *-?[0-9]+ *")
+# Ids are read as text; one with a '.' (a fraction) or a '-' (negative, or a negative exponent, which
+# is a fraction too) is refused, the rest is cast. Two substring tests per value cost about a tenth
+# of a load's CPU; a full regular expression cost three times that (measured on 1M rows).
+_INTEGER_NOTATION = re.compile(r" *(\+?[0-9_]+|0[xXbB][0-9A-Fa-f_]+|\+?[0-9]+[eE]\+?[0-9]+) *")
 _BIGINT = (-(2**63), 2**63 - 1)
 _INFINITE_TIMES = {"infinity", "+infinity", "-infinity", "inf", "+inf", "-inf"}
 _AGAIN = "Fix the value (or remove the line) and upload the file again; the new version loads on the next run."
@@ -41,7 +41,7 @@ def price_sql(value: str) -> str:
 
 
 def id_sql(column: str, value: str) -> str:
-    return (f"CASE WHEN NOT regexp_full_match({value}, '{_ID_SQL_PATTERN}') THEN error('{CHECK}{column}') "
+    return (f"CASE WHEN contains({value}, '.') OR contains({value}, '-') THEN error('{CHECK}{column}') "
             f"ELSE CAST({value} AS BIGINT) END")
 
 
@@ -109,10 +109,15 @@ def _problem(column: str, value: str) -> str:
     if column in ID_COLUMNS:
         if value == "":
             return ""
-        if not _DIGITS.fullmatch(value):
-            return (f'"{value}" is not a whole number written in digits. Ids are whole numbers, and reading this one '
-                    "as a number would round it to another id, so the whole file was refused.")
-        if not _BIGINT[0] <= int(value) <= _BIGINT[1]:
+        if "." in value or "e-" in value.lower():
+            return (f'"{value}" has a fraction. Ids are whole numbers, and reading this one as a number would round '
+                    "it to another id, so the whole file was refused.")
+        if "-" in value:
+            return f'"{value}" is negative. Ids are positive whole numbers, so the whole file was refused.'
+        if not _INTEGER_NOTATION.fullmatch(value):
+            return f'"{value}" is not a whole number. Ids are whole numbers, so the whole file was refused.'
+        digits = value.strip().lstrip("+")
+        if digits.isdigit() and int(digits) > _BIGINT[1]:
             return (f'"{value}" is too large for an id (at most 9223372036854775807, a BIGINT), so the whole file '
                     "was refused.")
         return ""
