@@ -60,40 +60,38 @@ def _free(path: Path) -> str:
     return "free space unknown"
 
 
+# What happened and what to do, per kind. Fields: {what} (the role, e.g. "the warehouse"), {What}
+# (capitalized), {path}, {because} (" (the error)"), {free}, {user}, {folder}.
+_FIXES = {
+    DISK_FULL: "The disk holding {what} {path} is full{because}, {free}. Free space on that disk (or move it to a "
+               "bigger one), then run again.",
+    READ_ONLY: "{What} {path} is on a read-only file system{because}. Remount it read-write, or point the setting to "
+               "a writable folder.",
+    PERMISSION: "The user {user} may not write {what} {path}{because}. Give that user write access (e.g. chown -R "
+                "{user} {folder}), or point the setting to a folder it owns.",
+    MEMORY: "DuckDB ran out of memory while loading into {what} {path}{because}. Raise load_memory_limit if the machine "
+            "has the memory (or free memory on it), or lower load_batch_mb.",
+    LOCK: "Another program holds {what} {path}{because}; DuckDB allows one writer. Stop it (a DuckDB shell, a BI tool, "
+          "another estore-ops outside the run lock), then run again.",
+    IO: "The disk reported an I/O error on {what} {path}{because}. Check the disk (dmesg, the cloud console's disk "
+        "health) before running again.",
+    FILE_SIZE: "{What} {path} reached the file size limit of this process{because}. Raise the limit (ulimit -f, or "
+               "LimitFSIZE= of the systemd service).",
+    OPEN_FILES: "The process ran out of file descriptors while using {what} {path}{because}. Raise the limit "
+                "(ulimit -n, or LimitNOFILE= of the systemd service).",
+    INVALIDATED: "DuckDB closed {what} {path} after an earlier write error in this process{because}. Fix that error "
+                 "(see the log), then run again: a new process reopens the database.",
+}
+
+
 def describe(kind: str, path: str | Path, what: str, detail: str = "") -> str:
     """What happened to `path` (the role `what`: 'the warehouse', 'the state folder', ...) and how to fix it."""
     p = Path(path) if path else Path(".")
-    shown = str(path) or "(unknown path)"
-    because = f" ({detail})" if detail else ""
-    if kind == DISK_FULL:
-        text = (f"The disk holding {what} {shown} is full{because}, {_free(p)}. Free space on that disk "
-                "(or move it to a bigger one), then run again.")
-    elif kind == READ_ONLY:
-        text = (f"{what.capitalize()} {shown} is on a read-only file system{because}. Remount it read-write, "
-                "or point the setting to a writable folder.")
-    elif kind == PERMISSION:
-        text = (f"The user {_user()} may not write {what} {shown}{because}. Give that user write access "
-                f"(e.g. chown -R {_user()} {p.parent if p.suffix else p}), or point the setting to a folder it owns.")
-    elif kind == MEMORY:
-        text = (f"DuckDB ran out of memory while loading into {what} {shown}{because}. Raise load_memory_limit "
-                "if the machine has the memory (or free memory on it), or lower load_batch_mb.")
-    elif kind == LOCK:
-        text = (f"Another program holds {what} {shown}{because}; DuckDB allows one writer. Stop it (a DuckDB "
-                "shell, a BI tool, another estore-ops outside the run lock), then run again.")
-    elif kind == IO:
-        text = (f"The disk reported an I/O error on {what} {shown}{because}. Check the disk (dmesg, the cloud "
-                "console's disk health) before running again.")
-    elif kind == FILE_SIZE:
-        text = (f"{what.capitalize()} {shown} reached the file size limit of this process{because}. Raise the "
-                "limit (ulimit -f, or LimitFSIZE= of the systemd service).")
-    elif kind == OPEN_FILES:
-        text = (f"The process ran out of file descriptors while using {what} {shown}{because}. Raise the limit "
-                "(ulimit -n, or LimitNOFILE= of the systemd service).")
-    elif kind == INVALIDATED:
-        text = (f"DuckDB closed {what} {shown} after an earlier write error in this process{because}. "
-                "Fix that error (see the log), then run again: a new process reopens the database.")
-    else:
-        text = f"{what.capitalize()} {shown} cannot be used{because}."
+    template = _FIXES.get(kind, "{What} {path} cannot be used{because}.")
+    text = template.format(
+        what=what, What=what.capitalize(), path=str(path) or "(unknown path)", because=f" ({detail})" if detail else "",
+        free=_free(p) if kind == DISK_FULL else "", user=_user(), folder=p.parent if p.suffix else p,
+    )
     return f"{text} {_NOT_BLAMED}"
 
 

@@ -40,7 +40,7 @@ import pytest
 from estore_ops.errors import ExitCode
 from estore_ops.state import IngestState
 from tests.corpus import make_corpus
-from tests.helpers import HEADER, Workspace, event_lines, fault_env
+from tests.helpers import HEADER, event_lines, fault_env
 from tests.slack_server import slack  # noqa: F401 - fixture
 
 Checksum = tuple[int, int, int, float]  # rows, sum(product_id), sum(user_id), sum(price)
@@ -506,7 +506,7 @@ def disk_full_drill(tmp: Path, slack: Any, rounds: int, command: list[str], stat
         disk = CappedDisk(root / "disk", size_mb=64)  # room for the models too, once space returns
         try:
             target = LocalTarget(root)
-            db = disk.path / "warehouse.duckdb"
+            target.db = db = disk.path / "warehouse.duckdb"
             env = {**target.env, "ESTORE_WAREHOUSE": f"duckdb:///{db}", "SLACK_WEBHOOK_URL": slack.webhook_url,
                    "ESTORE_MAX_ATTEMPTS": "2", "ESTORE_ALERT_DEDUP_MINUTES": "0"}
             expected: dict[str, Checksum] = {}
@@ -544,9 +544,8 @@ def disk_full_drill(tmp: Path, slack: Any, rounds: int, command: list[str], stat
                                   capture_output=True, text=True, timeout=600)
             if last.returncode != 0:
                 stats.failures.append(f"round {rnd}: the run after space returned exited {last.returncode}: {last.stderr[-400:]}")
-            observed = Workspace(root, db=db).rows_by_file()
-            sums = _checksums(db)
-            stats.rows_checked += sum(observed.values())
+            sums = target.observed()
+            stats.rows_checked += sum(c[0] for c in sums.values())
             if sums != expected:
                 stats.failures.append(f"round {rnd}: rows after recovery {sums} != {expected}")
             state = target.state_doc()
@@ -569,19 +568,6 @@ def disk_full_drill(tmp: Path, slack: Any, rounds: int, command: list[str], stat
     stats.name += f" ({disk.mode}; runs failed for lack of space in {episodes} of {rounds} rounds)"
     SUMMARY.append(stats)
     return episodes
-
-
-def _checksums(db: Path) -> dict[str, Checksum]:
-    import duckdb
-
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        rows = con.execute(
-            "SELECT _source_file, count(*), sum(product_id), sum(user_id), round(sum(price), 2) FROM raw.events GROUP BY 1"
-        ).fetchall()
-    finally:
-        con.close()
-    return {r[0]: (int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in rows}
 
 
 def test_disk_full_drill_fast(tmp_path: Path, slack: Any) -> None:  # noqa: F811
