@@ -7,9 +7,12 @@ dialect's division or rounding rules leak into the numbers.
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+
+from estore_ops.errors import EstoreError, MissingTableError
 
 MARTS_SCHEMA = "marts"
 
@@ -34,10 +37,17 @@ from {MARTS_SCHEMA}.metrics_churn
 """
 
 
+class MartsNotBuiltError(EstoreError):
+    """The report reads the marts, which the first `transform` builds."""
+
+
 def _plain(value: Any) -> Any:
-    """JSON-friendly scalars: Decimal -> float, dates -> ISO text."""
+    """JSON-friendly scalars: Decimal -> float, dates -> ISO text, NaN and infinities -> None (a
+    report shows no number rather than 'nan')."""
     if isinstance(value, Decimal):
-        return float(value)
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, (date, datetime)):
         return value.isoformat()
     return value
@@ -46,24 +56,24 @@ def _plain(value: Any) -> Any:
 def _share(part: float | int | None, whole: float | int | None, digits: int = 4) -> float | None:
     if part is None or not whole:
         return None
-    return round(float(part) / float(whole), digits)
+    return _plain(round(float(part) / float(whole), digits))
 
 
 def rfm_segments(warehouse: Any) -> list[dict[str, Any]]:
     rows = [tuple(_plain(v) for v in r) for r in warehouse.query(RFM_SQL)]
     total_customers = sum(int(r[1]) for r in rows)
-    total_revenue = sum(float(r[2] or 0) for r in rows)
+    total_revenue = sum(float(r[2] or 0) for r in rows)  # NaN never reaches here: _plain made it None
     out = [
         {
             "segment": segment,
             "customers": int(customers),
             "customer_share": _share(customers, total_customers),
-            "revenue": round(float(revenue or 0), 2),
+            "revenue": None if revenue is None else round(float(revenue), 2),
             "revenue_share": _share(revenue or 0, total_revenue),
         }
         for segment, customers, revenue in rows
     ]
-    out.sort(key=lambda r: (-r["revenue"], -r["customers"], r["segment"]))
+    out.sort(key=lambda r: (-(r["revenue"] or 0), -r["customers"], str(r["segment"])))
     return out
 
 
@@ -105,8 +115,13 @@ def churn(warehouse: Any) -> list[dict[str, Any]]:
 
 def headline(warehouse: Any) -> dict[str, list[dict[str, Any]]]:
     """Three tables from the marts: RFM segments, the session funnel and churn by cohort."""
-    return {
-        "rfm_segments": rfm_segments(warehouse),
-        "funnel": funnel(warehouse),
-        "churn": churn(warehouse),
-    }
+    try:
+        return {
+            "rfm_segments": rfm_segments(warehouse),
+            "funnel": funnel(warehouse),
+            "churn": churn(warehouse),
+        }
+    except MissingTableError as exc:
+        raise MartsNotBuiltError(
+            f"The marts are not built yet ({exc}): run `estore-ops transform` first, then `estore-ops report`."
+        ) from None
