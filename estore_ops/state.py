@@ -13,6 +13,10 @@ moved in with an old timestamp is still new, and a rewritten one is still seen a
 
 Every save first copies the version it replaces to `cursor.prev.json`, then writes `cursor.json`
 with `if_generation_match`: a concurrent writer gets StateConflictError, never a lost update.
+
+A document of an earlier format is migrated when read and saved in this format by the next write,
+which first keeps the earlier document as `cursor.v<N>.json` (estore_ops.state_formats). A document
+of a newer format is refused (CorruptStateError, exit 3): this estore-ops would lose its fields.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from estore_ops.errors import (
     StateConflictError,
 )
 from estore_ops.retry import retry_call
+from estore_ops.state_formats import is_earlier_format, keep_backup, migrate
 from estore_ops.stores.base import ObjectStore
 
 FORMAT_VERSION = 1
@@ -80,6 +85,7 @@ class IngestState:
     files: dict[str, FileRecord] = field(default_factory=dict)
     folded: dict[str, int] = field(default_factory=dict)  # old loaded versions: name -> generation
     updated_at: str | None = None
+    read_format: int | None = field(default=None, compare=False)  # format of the document it was read from
 
     # -- queries ----------------------------------------------------------------------------
     def is_settled(self, name: str, generation: int) -> bool:
@@ -159,7 +165,9 @@ class IngestState:
         if not isinstance(doc, dict) or "format_version" not in doc:
             raise CorruptStateError(f"The state document {where} is not an estore-ops state document. {RECOVERY_HINT}")
         version = doc["format_version"]
-        if version != FORMAT_VERSION:
+        if is_earlier_format(version, FORMAT_VERSION):
+            doc, _ = migrate(doc, FORMAT_VERSION, where, RECOVERY_HINT)  # written in the current format by the next save
+        elif version != FORMAT_VERSION:
             newer = isinstance(version, int) and version > FORMAT_VERSION
             why = (
                 f"was written by a newer estore-ops (format {version}, this one reads {FORMAT_VERSION}): upgrade estore-ops"
@@ -170,7 +178,7 @@ class IngestState:
         try:
             files = {str(n): FileRecord.from_json(r) for n, r in doc["files"].items()}
             folded = {str(n): int(g) for n, g in doc.get("folded", {}).items()}
-            return cls(files, folded, doc.get("updated_at"))
+            return cls(files, folded, doc.get("updated_at"), read_format=version)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptStateError(f"The state document {where} has a malformed entry ({exc}). {RECOVERY_HINT}") from None
 
@@ -208,6 +216,9 @@ class StateStore:
         from estore_ops.faults import fault_point
 
         if base.raw:
+            if base.state.read_format is not None and base.state.read_format < FORMAT_VERSION:
+                # The first save after an upgrade: the earlier format is kept as it was (once).
+                retry_call(keep_backup, self.store, self.name, base.state.read_format, base.raw, what="keep the state backup")
             retry_call(self.store.write, self.previous_name, base.raw, what=f"write {self.store.uri(self.previous_name)}")
         fault_point("state_write")
         data = state.to_bytes()
