@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -33,6 +34,7 @@ from estore_ops.upgrade import dbt_schema, guard, raw_table, steps
 from estore_ops.upgrade.dbt_schema import ModelCheck, Node, replace_relations
 from estore_ops.upgrade.tables import ColumnDiff, ColumnChange, TableRef, UpgradeRequiredError
 from estore_ops.upgrade.tables_bigquery import BigQueryTableEditor, coercible_in_place
+from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs  # noqa: F401 - fixtures
 from tests.helpers import event_lines, write_csv
 
 # -- helpers ----------------------------------------------------------------------------------------------
@@ -562,3 +564,57 @@ def test_the_startup_script_writes_the_layout_this_version_expects() -> None:
 
     script = (REPO / "terraform" / "startup.sh.tftpl").read_text()
     assert f'echo {steps.TERRAFORM_LAYOUT} > "$CONF_DIR/{steps.LAYOUT_FILE}"' in script
+
+
+# -- the command ------------------------------------------------------------------------------------------
+
+
+def test_upgrade_of_a_new_deployment_has_nothing_to_do(tmp_path: Path) -> None:
+    from tests.helpers import Workspace
+
+    ws = Workspace(tmp_path)
+    dry = ws.run("upgrade", "--dry-run", "--unit-dir", str(tmp_path / "units"))
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    names = [json.loads(m.group(1)) if m.group(1).startswith('"') else m.group(1)
+             for line in lines if (m := re.match(r'step=("[^"]*"|\S+) status=ok ', line))]
+    assert names == ["systemd units and Terraform", "state document", "raw events table", "incremental models", "snapshots"]
+    assert lines[-1] == "Nothing to upgrade: this deployment is up to date."
+    # The dry run created nothing (the state folder's store keeps only its empty lock file there).
+    assert [p.name for p in (tmp_path / "data").rglob("*") if p.is_file()] == [".estore-write.lock"]
+    done = ws.run("upgrade", "--json", "--unit-dir", str(tmp_path / "units"))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is True and report["dry_run"] is False and {s["status"] for s in report["steps"]} == {"ok"}
+
+
+def test_upgrade_exits_1_and_lists_what_is_left(vm: dict[str, Any]) -> None:
+    from tests.helpers import Workspace
+
+    (vm["unit_dir"] / "estore-ops-oldjob.timer").write_text("[Timer]\nOnCalendar=daily\n# estore-ops\n")
+    ws = Workspace(vm["root"])
+    proc = ws.run("upgrade", "--unit-dir", str(vm["unit_dir"]))
+    assert proc.returncode == 1, proc.stderr
+    assert "Left to do:" in proc.stdout and "systemd install" in proc.stdout
+    assert ws.run("upgrade", "--dry-run", "--unit-dir", str(vm["unit_dir"])).returncode == 0
+
+
+# -- BigQuery emulator: reading schemas (it accepts ALTER TABLE but does not apply it, so the
+# -- changes themselves are checked against Google's rules above, not against the emulator) --------------
+
+
+@pytest.mark.gcp
+def test_bigquery_editor_reads_tables_and_query_schemas(bq_emulator: Any, bq_dataset: str) -> None:
+    from estore_ops.upgrade.tables import editor_for
+    from estore_ops.warehouses.bigquery import BigQueryWarehouse
+
+    warehouse = BigQueryWarehouse.from_url(bq_emulator.url(bq_dataset), client=bq_emulator.client())
+    warehouse.ensure_raw_table()
+    editor = editor_for(warehouse)
+    table = raw_table.raw_table_ref(editor)
+    assert editor.columns(table) == [(n, t) for n, t in raw_table.wanted_columns("bigquery")]
+    assert editor.columns(TableRef(bq_dataset, "no_such_table")) is None
+    probe = f"SELECT price, CAST(price AS NUMERIC) AS exact, user_id > 0 AS flag FROM `{editor.table_id(table)}`"
+    assert editor.query_columns(probe) == [("price", "FLOAT64"), ("exact", "NUMERIC"), ("flag", "BOOL")]
+    plan = raw_table.plan_raw_table(editor, allow_rewrite=False)
+    assert plan.actions == [] and plan.left == [] and plan.found == [f"{bq_dataset}.events has the columns of this version"]
