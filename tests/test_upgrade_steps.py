@@ -342,6 +342,18 @@ def test_bigquery_raw_table_alters_in_place_and_rewrites_only_with_consent() -> 
         assert [c.column for c in editor.rewritten[0]] == ["price"]
 
 
+def test_a_bigquery_rewrite_casts_only_the_changed_columns_and_keeps_every_row() -> None:
+    editor = FakeBigQueryEditor([])
+    sql = editor.rewrite_sql(TableRef("snapshots", "snap_user_status"), [
+        ColumnChange("type", "customer_ltv", "NUMERIC", "FLOAT64", in_place=False),
+        ColumnChange("type", "is_churned", "INT64", "BOOL", in_place=False),
+    ])
+    # One query job overwrites the table with it (WRITE_TRUNCATE keeps the table, its partitioning and
+    # clustering are passed again); dbt_valid_from / dbt_valid_to and every other column pass through.
+    assert sql == ("SELECT * REPLACE (CAST(`customer_ltv` AS NUMERIC) AS `customer_ltv`, CAST(`is_churned` AS INT64) "
+                   "AS `is_churned`) FROM `p.snapshots.snap_user_status`")
+
+
 def test_a_load_never_rewrites_bigquery_raw_events_on_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     editor = FakeBigQueryEditor(_bigquery_raw(price="BOOL"))  # not coercible to FLOAT64
     monkeypatch.setattr(guard, "editor_for", lambda warehouse: editor)
