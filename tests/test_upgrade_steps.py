@@ -357,7 +357,7 @@ def test_a_bigquery_rewrite_casts_only_the_changed_columns_and_keeps_every_row()
 def test_a_load_never_rewrites_bigquery_raw_events_on_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     editor = FakeBigQueryEditor(_bigquery_raw(price="BOOL"))  # not coercible to FLOAT64
     monkeypatch.setattr(guard, "editor_for", lambda warehouse: editor)
-    warehouse = type("W", (), {"ensure_raw_table": lambda self: None})()
+    warehouse = object()
     with pytest.raises(UpgradeRequiredError, match=r"estore-ops upgrade --allow-rewrite.*Nothing was loaded"):
         guard.upgrade_raw_table(warehouse)  # type: ignore[arg-type]
     assert editor.applied == [] and editor.rewritten == []

@@ -89,8 +89,8 @@ class RawTableGuard(Warehouse):
 
 
 def upgrade_raw_table(warehouse: Warehouse) -> list[str]:
-    """Apply the in-place changes raw events needs; raise UpgradeRequiredError for the others."""
-    warehouse.ensure_raw_table()
+    """Apply the in-place changes raw events needs; raise UpgradeRequiredError for the others.
+    A missing table needs nothing: the load creates it with this version's columns."""
     plan = plan_raw_table(editor_for(warehouse), allow_rewrite=False)
     if plan.left:
         raise UpgradeRequiredError(
@@ -106,9 +106,10 @@ def upgrade_raw_table(warehouse: Warehouse) -> list[str]:
 # -- transform and snapshot ----------------------------------------------------------------------------
 
 
-def _checked(rt: Runtime) -> tuple[JsonDocument, dict[str, Any]]:
-    doc = JsonDocument(rt.state_backend, CHECK_DOCUMENT)
-    return doc, doc.read()[0]
+def recorded(rt: Runtime, kind: str) -> str | None:
+    """The fingerprint of the code the tables of `kind` were last found to match."""
+    doc, _ = JsonDocument(rt.state_backend, CHECK_DOCUMENT).read()
+    return (doc.get(kind) or {}).get("fingerprint")
 
 
 def record_match(rt: Runtime, kind: str, fingerprint: str) -> None:
@@ -141,18 +142,18 @@ def guarded_build(
     its own. After a successful build of the whole project the check is not repeated for this code.
     """
     whole = not select and not exclude
-    if full_refresh and whole:
-        return build()  # every incremental model is rebuilt by this build anyway
     fingerprint = fingerprint_of(rt, setup)
-    if _checked(rt)[1].get(MODELS, {}).get("fingerprint") == fingerprint:
-        return build()
-    refreshed = refresh_changed_models(rt, setup, select, exclude, full_refresh)
-    if refreshed is not None and not refreshed.ok:
-        return refreshed
+    current = recorded(rt, MODELS) == fingerprint
+    refreshed = None
+    # A full refresh of everything rebuilds every incremental model anyway.
+    if not current and not (full_refresh and whole):
+        refreshed = refresh_changed_models(rt, setup, select, exclude, full_refresh)
+        if refreshed is not None and not refreshed.ok:
+            return refreshed
     result = build()
     if refreshed is not None:
         result.notes = refreshed.notes + result.notes
-    if result.ok and whole:
+    if result.ok and whole and not current:
         record_match(rt, MODELS, fingerprint)
     return result
 
@@ -181,9 +182,9 @@ def refresh_changed_models(
     return run_full_refresh(setup, manifest, auto)
 
 
-def nothing_built(rt: Runtime, read_only: bool = False) -> bool:
+def nothing_built(rt: Runtime) -> bool:
     """True when the warehouse certainly holds nothing dbt built (see TableEditor.only_raw_tables)."""
-    warehouse = rt.warehouse(read_only=read_only)
+    warehouse = rt.warehouse()
     try:
         return editor_for(warehouse).only_raw_tables(warehouse.raw_schema)
     finally:
@@ -213,9 +214,8 @@ def manual_message(checks: list[ModelCheck]) -> str:
 def guarded_snapshot(rt: Runtime, setup: DbtSetup, snapshot: Callable[[], DbtRunResult], select: Sequence[str] = ()) -> DbtRunResult:
     """Run `snapshot` after giving the snapshot tables' columns the types of what they read now."""
     fingerprint = fingerprint_of(rt, setup)
-    done = _checked(rt)[1]
-    models_current = done.get(MODELS, {}).get("fingerprint") == fingerprint
-    if models_current and done.get(SNAPSHOTS, {}).get("fingerprint") == fingerprint:
+    models_current = recorded(rt, MODELS) == fingerprint
+    if models_current and recorded(rt, SNAPSHOTS) == fingerprint:
         return snapshot()
     notes = migrate_snapshot_types(rt, setup, select)
     result = snapshot()

@@ -215,18 +215,18 @@ class RawTableStep:
             return Plan(found=["no warehouse yet: the first load creates it"])
         with ctx.editor() as editor:
             plan = plan_raw_table(editor, ctx.allow_rewrite)
-        # The actions run on a connection of their own, opened when they run.
-        return Plan(plan.found, [_with_editor(ctx, a) for a in plan.actions], plan.left)
+        return Plan(plan.found, [_closing(editor, a) for a in plan.actions], plan.left)
 
 
-def _with_editor(ctx: UpgradeContext, action: Action) -> Action:
-    """An action planned on a closed editor, re-planned and applied on a fresh connection."""
-    from estore_ops.upgrade.raw_table import plan_raw_table
+def _closing(editor: TableEditor, action: Action) -> Action:
+    """An action planned on an editor whose connection was closed: it reconnects to apply it and
+    closes again, so the next step (dbt) has the DuckDB file to itself."""
 
     def run() -> None:
-        with ctx.editor() as editor:
-            for fresh in plan_raw_table(editor, ctx.allow_rewrite).actions:
-                fresh.apply()
+        try:
+            action.apply()
+        finally:
+            editor.warehouse.close()
 
     return Action(action.description, run)
 
@@ -308,10 +308,10 @@ class SnapshotsStep:
             if now_changes:
                 described = "; ".join(c.describe() for c in now_changes)
                 plan.found.append(f"{check.name}: {described}")
-                plan.actions.append(Action(
+                plan.actions.append(_closing(editor, Action(
                     f"{check.name}: change the column types in place ({described}); rows and validity ranges kept",
-                    lambda c=current: _apply_snapshot(ctx, c, apply_snapshot_changes),
-                ))
+                    lambda c=current: apply_snapshot_changes(editor, c),
+                )))
             pending = [c for c in check.changes if c.column not in {n.column for n in now_changes}]
             if pending and check.waiting_for:
                 plan.left.append(
@@ -326,11 +326,6 @@ class SnapshotsStep:
             if not now_changes and not pending:
                 plan.found.append(f"{check.name}: column types match")
         return plan
-
-
-def _apply_snapshot(ctx: UpgradeContext, check: Any, apply: Any) -> None:
-    with ctx.editor() as editor:
-        apply(editor, check)
 
 
 STEPS = (DeployStep(), StateStep(), RawTableStep(), ModelsStep(), SnapshotsStep())

@@ -42,6 +42,8 @@ class DuckDBTableEditor(TableEditor):
         return f"{quote(table.schema)}.{quote(table.name)}"
 
     def columns(self, table: TableRef) -> Columns | None:
+        if not self.warehouse.path.exists():
+            return None  # no database file yet: opening it here would create it
         rows = self.warehouse.con.execute(
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
             "ORDER BY ordinal_position",
@@ -58,6 +60,8 @@ class DuckDBTableEditor(TableEditor):
         return True
 
     def only_raw_tables(self, raw_schema: str) -> bool:
+        if not self.warehouse.path.exists():
+            return True
         found = self.warehouse.con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN (?, 'information_schema', 'pg_catalog')",
             [raw_schema],
