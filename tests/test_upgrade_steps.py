@@ -441,6 +441,23 @@ def test_a_model_that_cannot_be_rebuilt_stops_the_build_before_it_starts(base: d
     assert query(root, "SELECT count(*) > 0 FROM marts.fct_events WHERE _source_file = 'late.csv'") == [(True,)]
 
 
+def test_models_downstream_of_a_rebuilt_model_are_rebuilt_too(base: dict[str, Path], tmp_path: Path) -> None:
+    """fct_events now keeps exact prices: dim_users' columns do not change, but its sums were made from
+    the old prices, and an incremental run would recompute only the users whose events changed."""
+    project = changed_project(tmp_path, {"models/marts/fct_events.sql": [
+        ("    price,\n    user_id,", "    cast(price as decimal(18, 2)) as price,\n    user_id,"),
+        ("case when event_type = 'purchase' then price end as revenue",
+         "case when event_type = 'purchase' then cast(price as decimal(18, 2)) end as revenue"),
+    ]})
+    root = copy_deployment(base["root"], tmp_path / "d")
+    result = jobs.transform(runtime(root, base["landing"], dbt_project_dir=str(project)), no_test=True)
+    assert result.ok, result.error
+    assert [n.split(":")[1].split("(")[0].strip() for n in result.notes] == ["dim_users", "fct_events"]
+    assert "reads fct_events, which is rebuilt in full" in result.notes[0]
+    assert "price: DOUBLE -> DECIMAL(18,2)" in result.notes[1]
+    assert column_types(root, "marts", "fct_events")["price"] == "DECIMAL(18,2)"
+
+
 def test_on_schema_change_decides_which_changes_dbt_handles() -> None:
     def check(policy: str, *changes: ColumnChange, extra: tuple[str, ...] = ()) -> ModelCheck:
         node = Node("model.p.m", "m", "model", "incremental", '"db"."marts"."m"', TableRef("marts", "m"), [], "", policy, {})

@@ -227,6 +227,7 @@ class ModelCheck:
     diff: ColumnDiff | None = None
     rebuildable: bool = True
     why_not: str = ""
+    because: list[str] = field(default_factory=list)  # rebuilt models it reads (its columns may be unchanged)
 
     @property
     def name(self) -> str:
@@ -249,10 +250,11 @@ class ModelCheck:
 
     @property
     def needs_full_refresh(self) -> bool:
-        return bool(self.differences) and not self.handled_by_dbt
+        return bool(self.because) or (bool(self.differences) and not self.handled_by_dbt)
 
     def describe(self) -> str:
-        return f"{self.name} ({self.node.table}): {'; '.join(self.differences)}"
+        why = self.differences or [f"it reads {', '.join(self.because)}, which is rebuilt in full"]
+        return f"{self.name} ({self.node.table}): {'; '.join(why)}"
 
     def command(self) -> str:
         return f"estore-ops transform --full-refresh --select {self.name}"
@@ -275,12 +277,16 @@ def _rebuildable(manifest: Manifest, node: Node) -> tuple[bool, str]:
     return True, ""
 
 
-def check_models(manifest: Manifest, editor: TableEditor, names: Iterable[str] | None = None) -> list[ModelCheck]:
-    """Each incremental model whose table exists, with its differences from what the code builds now."""
-    wanted = set(names) if names is not None else None
+def check_models(manifest: Manifest, editor: TableEditor) -> list[ModelCheck]:
+    """Each incremental model, with its differences from what the code builds now (none when its
+    table does not exist yet).
+
+    An incremental model downstream of one that is rebuilt in full is rebuilt too when it can be:
+    its rows were computed from the old contents (say, float revenue now summed as decimals) and an
+    incremental run would recompute only the rows whose input rows changed."""
     checks = []
     for node in manifest.of_type("model", "incremental"):
-        if (wanted is not None and node.name not in wanted) or node.table is None:
+        if node.table is None:
             continue
         existing = editor.columns(node.table)
         check = ModelCheck(node, existing)
@@ -289,6 +295,11 @@ def check_models(manifest: Manifest, editor: TableEditor, names: Iterable[str] |
             check.diff = editor.diff(existing, predicted)
             check.rebuildable, check.why_not = _rebuildable(manifest, node)
         checks.append(check)
+    changed = {c.node.unique_id: c.name for c in checks if c.needs_full_refresh and c.rebuildable}
+    for check in checks:
+        upstream = sorted(changed[uid] for uid in manifest.ancestors(check.node.unique_id) if uid in changed)
+        if check.existing is not None and check.rebuildable and upstream and not check.needs_full_refresh:
+            check.because = upstream
     return checks
 
 

@@ -251,6 +251,8 @@ class ModelsStep:
         for check in checks:
             if check.existing is None:
                 plan.found.append(f"{check.name}: not built yet")
+            elif check.because:
+                plan.found.append(check.describe())
             elif not check.differences:
                 plan.found.append(f"{check.name}: columns as this version builds them")
             elif not check.needs_full_refresh:
