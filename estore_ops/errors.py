@@ -89,3 +89,7 @@ class LockLostError(EstoreError):
 
 class UnhealthyError(EstoreError):
     exit_code = ExitCode.UNHEALTHY
+
+
+class UpgradeRequiredError(EstoreError):
+    """A deployment of an earlier version needs a change no job makes on its own; the message names the command."""

@@ -25,14 +25,14 @@ import pytest
 from estore_ops import jobs, state as state_module
 from estore_ops.config import load_settings
 from estore_ops.deploy import systemd as sd
-from estore_ops.errors import CorruptStateError
+from estore_ops.errors import CorruptStateError, UpgradeRequiredError
 from estore_ops.generate import generate_files
 from estore_ops.runtime import Runtime
 from estore_ops.state_formats import MIGRATIONS, StateMigration
 from estore_ops.transform import default_project_dir, run_dbt
 from estore_ops.upgrade import dbt_schema, guard, raw_table, steps
 from estore_ops.upgrade.dbt_schema import ModelCheck, Node, replace_relations
-from estore_ops.upgrade.tables import ColumnDiff, ColumnChange, TableRef, UpgradeRequiredError
+from estore_ops.upgrade.tables import ColumnChange, ColumnDiff, TableRef
 from estore_ops.upgrade.tables_bigquery import BigQueryTableEditor, coercible_in_place
 from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs  # noqa: F401 - fixtures
 from tests.helpers import event_lines, write_csv

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from estore_ops.documents import JsonDocument
+from estore_ops.errors import UpgradeRequiredError
 from estore_ops.logs import get_logger
 from estore_ops.upgrade.dbt_schema import (
     DbtSetup,
@@ -33,7 +34,7 @@ from estore_ops.upgrade.dbt_schema import (
     refresh_selection,
 )
 from estore_ops.upgrade.raw_table import plan_raw_table
-from estore_ops.upgrade.tables import UpgradeRequiredError, editor_for
+from estore_ops.upgrade.tables import editor_for
 from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
 
 if TYPE_CHECKING:

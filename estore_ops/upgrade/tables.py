@@ -21,15 +21,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from estore_ops.errors import BackendError, EstoreError
+from estore_ops.errors import BackendError
 
 Columns = list[tuple[str, str]]
 
 ADD, TYPE = "add", "type"
-
-
-class UpgradeRequiredError(EstoreError):
-    """The deployment needs an upgrade step that cannot run on its own; the message names the command."""
 
 
 @dataclass(frozen=True)
