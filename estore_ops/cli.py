@@ -450,6 +450,23 @@ def _utc(moment: Optional[datetime]) -> Optional[datetime]:
     return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
+@app.command()
+def upgrade(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what the upgrade would do; change nothing.")] = False,
+    allow_rewrite: Annotated[bool, typer.Option("--allow-rewrite", help="Also make the changes that rewrite the raw events table (BigQuery; the dry run says how much it reads).")] = False,
+    unit_dir: Annotated[Path, typer.Option(help="Where the systemd units are installed.")] = Path("/etc/systemd/system"),
+    json_out: JsonOpt = False,
+) -> None:
+    """Bring a deployment made by an earlier version up to this one: what it found, did, and what is left to you."""
+    from estore_ops import jobs
+
+    rt = _runtime()
+    result = jobs.upgrade(rt, dry_run=dry_run, allow_rewrite=allow_rewrite, unit_dir=unit_dir)
+    result.render(_output(json_out))
+    if not result.ok and not dry_run:
+        raise JobFailedError("")
+
+
 # -- unattended operation -----------------------------------------------------------------------
 
 
@@ -639,7 +656,8 @@ def systemd_install(
     if json_out:
         out.json({"dry_run": result.dry_run, "files": {str(k): v for k, v in result.files.items()},
                   "commands": [" ".join(c) for c in result.commands], "timers": result.timers,
-                  "ingest": result.ingest, "services": result.services})
+                  "ingest": result.ingest, "services": result.services,
+                  "removed": [str(p) for p in result.removed]})
         return
     if dry_run:
         for path, text in result.files.items():
@@ -648,6 +666,8 @@ def systemd_install(
         out.line("# commands that would run:", style="bold")
     for cmd in result.commands:
         out.line(("  " if dry_run else "ran: ") + " ".join(cmd))
+    for path in result.removed:
+        out.line(("  would remove " if dry_run else "removed ") + f"{path} (installed by an earlier version)")
     if not dry_run:
         out.line(f"Installed {len(result.files)} unit(s); timers enabled: {', '.join(result.timers)}"
                  + (f"; services enabled: {', '.join(result.services)}." if result.services else "."))

@@ -130,3 +130,7 @@ class StoppedError(EstoreError):
     """A job stopped by SIGTERM/SIGINT (e.g. systemd's timeout) after cleaning up."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class UpgradeRequiredError(EstoreError):
+    """A deployment of an earlier version needs a change no job makes on its own; the message names the command."""

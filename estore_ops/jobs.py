@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from estore_ops.html_report import HtmlReport
     from estore_ops.transform import DbtRunResult
     from estore_ops.verify import VerifyResult
+    from estore_ops.upgrade.dbt_schema import DbtSetup
+    from estore_ops.upgrade.framework import UpgradeResult
 
 
 def scan(rt: Runtime, prefix: str = "") -> ScanResult:
@@ -45,7 +47,9 @@ def _load(
     def stop() -> bool:
         return bool(rt.lock is not None and rt.lock.lost.is_set()) or bool(should_stop and should_stop())
 
-    warehouse = rt.warehouse()
+    from estore_ops.upgrade.guard import RawTableGuard
+
+    warehouse = RawTableGuard(rt.warehouse())  # raw events of an earlier version: upgraded before the first file
     try:
         result = ingest.load_files(
             run_id=rt.run_id, landing=rt.landing, state_store=rt.state, warehouse=warehouse,
@@ -92,23 +96,33 @@ def load(
 # -- dbt ----------------------------------------------------------------------------------------
 
 
-def _dbt(rt: Runtime, command: str, **options: Any) -> DbtRunResult:
-    from estore_ops.transform import TransformStopped, default_project_dir, keep_artifacts, run_dbt, stopped_by_signals
+def dbt_setup(rt: Runtime, ensure_raw_table: bool = True) -> DbtSetup:
+    """The project, profile target and vars every dbt invocation of this deployment uses."""
+    from estore_ops.transform import default_project_dir
+    from estore_ops.upgrade.dbt_schema import DbtSetup
 
     warehouse = rt.warehouse()
     try:
-        warehouse.ensure_raw_table()  # models over an empty table build empty, not fail
+        if ensure_raw_table:
+            warehouse.ensure_raw_table()  # models over an empty table build empty, not fail
         target = warehouse.dbt_target(rt.settings)
         raw_schema = warehouse.raw_schema
     finally:
         warehouse.close()  # DuckDB allows one writer: dbt opens the file itself
     project = Path(rt.settings.dbt_project_dir) if rt.settings.dbt_project_dir else default_project_dir()
+    return DbtSetup(project, target, rt.work_dir, {"raw_schema": raw_schema})
+
+
+def _dbt(rt: Runtime, command: str, setup: DbtSetup | None = None, **options: Any) -> DbtRunResult:
+    from estore_ops.transform import TransformStopped, keep_artifacts, run_dbt, stopped_by_signals
+
+    setup = setup or dbt_setup(rt)
     canceller = _RunJobsCanceller(rt)
     try:
         with stopped_by_signals(canceller.cancel):
             result = run_dbt(
-                project_dir=project, target=target, work_dir=rt.work_dir, command=command,
-                vars={"raw_schema": raw_schema}, quiet=True, run_id=rt.run_id, **options,
+                project_dir=setup.project_dir, target=setup.target, work_dir=setup.work_dir, command=command,
+                vars=setup.vars, quiet=True, run_id=rt.run_id, **options,
             )
     except TransformStopped as stop:
         raise StoppedError(f"dbt {command} was stopped by {stop.signal_name}; {canceller.finish()}") from None
@@ -173,6 +187,21 @@ def _machine_fault(rt: Runtime, result: DbtRunResult) -> None:
         raise faults[0]  # type: ignore[misc]
 
 
+def _build(
+    rt: Runtime, select: Sequence[str] = (), exclude: Sequence[str] = (), full_refresh: bool = False, no_test: bool = False
+) -> DbtRunResult:
+    """dbt build, after the incremental models whose columns changed with this version were rebuilt."""
+    from estore_ops.upgrade.guard import guarded_build
+
+    setup = dbt_setup(rt)
+    return guarded_build(
+        rt, setup,
+        lambda: _dbt(rt, "build", setup, select=list(select) or None, exclude=list(exclude) or None,
+                     full_refresh=full_refresh, no_test=no_test),
+        select, exclude, full_refresh,
+    )
+
+
 def _record_dbt(record: RunRecord, result: DbtRunResult) -> None:
     record.dbt_nodes = result.counts()
     if result.ok:
@@ -190,8 +219,7 @@ def transform(
     """dbt build: models and their tests."""
     # A partial build (--select/--exclude) does not make the models fresh: no heartbeat.
     with tracked_job(rt, "transform", heartbeat=not (select or exclude)) as record:
-        result = _dbt(rt, "build", select=list(select) or None, exclude=list(exclude) or None,
-                      full_refresh=full_refresh, no_test=no_test)
+        result = _build(rt, select, exclude, full_refresh, no_test)
         _record_dbt(record, result)
         _machine_fault(rt, result)
         return result
@@ -200,9 +228,28 @@ def transform(
 def snapshot(rt: Runtime, select: Sequence[str] = ()) -> DbtRunResult:
     """dbt snapshot: SCD2 history of the RFM segments and user statuses."""
     with tracked_job(rt, "snapshot") as record:
-        result = _dbt(rt, "snapshot", select=list(select) or None)
+        from estore_ops.upgrade.guard import guarded_snapshot
+
+        setup = dbt_setup(rt)
+        result = guarded_snapshot(rt, setup, lambda: _dbt(rt, "snapshot", setup, select=list(select) or None), select)
         _record_dbt(record, result)
         _machine_fault(rt, result)
+        return result
+
+
+def upgrade(rt: Runtime, dry_run: bool = False, allow_rewrite: bool = False, unit_dir: Path | None = None) -> UpgradeResult:
+    """Bring a deployment made by an earlier version up to this one (see estore_ops.upgrade)."""
+    from estore_ops.upgrade.framework import run_steps
+    from estore_ops.upgrade.steps import STEPS, UpgradeContext
+
+    ctx = UpgradeContext(rt, dry_run, allow_rewrite)
+    if unit_dir is not None:
+        ctx.unit_dir = unit_dir
+    if dry_run:
+        return run_steps(STEPS, ctx, dry_run=True, run_id=rt.run_id)  # no lock: nothing is written
+    with tracked_job(rt, "upgrade") as record:
+        result = run_steps(STEPS, ctx, dry_run=False, run_id=rt.run_id)
+        record.failures += [{"subject": f"upgrade: {s.name}", "error": s.error or ""} for s in result.failed]
         return result
 
 
@@ -245,7 +292,7 @@ def ingest_tick(rt: Runtime, should_stop: Callable[[], bool] | None = None) -> T
         reason = health.transform_due(rt.state_backend)
         if reason and not (should_stop and should_stop()):
             result.transform_reason = reason
-            result.transform = _dbt(rt, "build")
+            result.transform = _build(rt)
             _record_dbt(record, result.transform)
             _machine_fault(rt, result.transform)
             if result.transform.ok:

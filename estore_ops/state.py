@@ -29,6 +29,10 @@ moved in with an old timestamp is still new, and a rewritten one is still seen a
 
 Every save first copies the version it replaces to `cursor.prev.json`, then writes `cursor.json`
 with `if_generation_match`: a concurrent writer gets StateConflictError, never a lost update.
+
+A document of an earlier format is migrated when read and saved in this format by the next write,
+which first keeps the earlier document as `cursor.v<N>.json` (estore_ops.state_formats). A document
+of a newer format is refused (CorruptStateError, exit 3): this estore-ops would lose its fields.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from estore_ops.errors import (
     PreconditionFailedError,
     StateConflictError,
 )
+from estore_ops.state_formats import is_earlier_format, keep_backup, migrate
 from estore_ops.stores.base import ObjectInfo, ObjectStore
 
 FORMAT_VERSION = 1
@@ -149,6 +154,7 @@ class IngestState:
     folded: dict[str, int] = field(default_factory=dict)  # old loaded versions: name -> generation
     updated_at: str | None = None
     folded_ctime: dict[str, int] = field(default_factory=dict)  # and their ctime, for local files
+    read_format: int | None = field(default=None, compare=False)  # format of the document it was read from
 
     # -- queries ----------------------------------------------------------------------------
     def is_settled(self, name: str, generation: int) -> bool:
@@ -296,7 +302,9 @@ class IngestState:
         if not isinstance(doc, dict) or "format_version" not in doc:
             raise CorruptStateError(f"The state document {where} is not an estore-ops state document. {RECOVERY_HINT}")
         version = doc["format_version"]
-        if version != FORMAT_VERSION:
+        if is_earlier_format(version, FORMAT_VERSION):
+            doc, _ = migrate(doc, FORMAT_VERSION, where, RECOVERY_HINT)  # written in the current format by the next save
+        elif version != FORMAT_VERSION:
             newer = isinstance(version, int) and version > FORMAT_VERSION
             why = (
                 f"was written by a newer estore-ops (format {version}, this one reads {FORMAT_VERSION}): upgrade estore-ops"
@@ -308,7 +316,7 @@ class IngestState:
             files = {str(n): FileRecord.from_json(r) for n, r in doc["files"].items()}
             folded = {str(n): int(g) for n, g in doc.get("folded", {}).items()}
             folded_ctime = {str(n): int(c) for n, c in doc.get("folded_ctime", {}).items()}
-            return cls(files, folded, doc.get("updated_at"), folded_ctime)
+            return cls(files, folded, doc.get("updated_at"), folded_ctime, read_format=version)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptStateError(f"The state document {where} has a malformed entry ({exc}). {RECOVERY_HINT}") from None
 
@@ -346,6 +354,9 @@ class StateStore:
         from estore_ops.faults import fault_point
 
         if base.raw:
+            if base.state.read_format is not None and base.state.read_format < FORMAT_VERSION:
+                # The first save after an upgrade: the earlier format is kept as it was (once).
+                keep_backup(self.store, self.name, base.state.read_format, base.raw)
             self.store.write(self.previous_name, base.raw)
         fault_point("state_write")
         data = state.to_bytes()

@@ -62,6 +62,7 @@ class DbtRunResult:
     elapsed: float = 0.0
     error: str | None = None
     artifacts: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what was done before the command (e.g. upgrades)
 
     @property
     def failed_nodes(self) -> list[NodeResult]:
