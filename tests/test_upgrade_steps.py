@@ -549,7 +549,7 @@ def _deploy_plan(vm: dict[str, Any]) -> Any:
 def test_units_of_this_version_need_nothing(vm: dict[str, Any]) -> None:
     plan = _deploy_plan(vm)
     assert plan.left == [] and plan.actions == []
-    assert any("are this version's" in f for f in plan.found) and any("layout 1: current" in f for f in plan.found)
+    assert any("are this version's" in f for f in plan.found) and any(f"layout {steps.TERRAFORM_LAYOUT}: current" in f for f in plan.found)
 
 
 def test_units_of_an_earlier_version_are_detected_and_replaced_cleanly(vm: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -76,8 +76,17 @@ class RawTableGuard(Warehouse):
     def rows_by_file(self) -> dict[str, int]:
         return self.inner.rows_by_file()
 
+    def count_by_version(self, since: Any = None, until: Any = None) -> dict[tuple[str, int], int]:
+        return self.inner.count_by_version(since, until)
+
+    def count_source_rows(self, infos: Any, store: ObjectStore) -> dict[str, int | str]:
+        return self.inner.count_source_rows(infos, store)
+
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         return self.inner.query(sql)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)  # what only some warehouses offer (query_records, cancel_jobs, ...)
 
     def dbt_target(self, settings: Any) -> dict[str, Any]:
         return self.inner.dbt_target(settings)
