@@ -41,7 +41,7 @@ class EstoreGroup(TyperGroup):
             raise  # click's own: a usage error (a bad option value) exits 2 with click's message
         except OSError as exc:
             # A file or folder the process cannot use (permissions, disk full): one clear line.
-            from estore_ops.environment import from_os_error
+            from estore_ops.backends.environment import from_os_error
 
             _show_traceback()
             fault = from_os_error(exc, "the path")
@@ -299,7 +299,7 @@ def lock_show(json_out: JsonOpt = False) -> None:
     """Who holds the run lock, if anyone."""
     from dataclasses import asdict
 
-    from estore_ops.lock import read_lock
+    from estore_ops.ops.lock import read_lock
 
     rt = _runtime()
     out = _output(json_out)
@@ -319,7 +319,7 @@ def lock_break(yes: YesOpt = False, json_out: JsonOpt = False) -> None:
     """Delete the run lock. Only when its holder is certainly gone (check `lock show`)."""
     from dataclasses import asdict
 
-    from estore_ops.lock import break_lock, read_lock
+    from estore_ops.ops.lock import break_lock, read_lock
 
     rt = _runtime()
     out = _output(json_out)
@@ -348,7 +348,7 @@ def generate(
     json_out: JsonOpt = False,
 ) -> None:
     """Write realistic REES46-style monthly event files (deterministic)."""
-    from estore_ops.generate import generate_files
+    from estore_ops.testing.generate import generate_files
 
     rt = _runtime()
     out = _output(json_out)
@@ -482,7 +482,7 @@ def watch(
 
     With --events: load files seconds after they land (a catch-up scan every catchup_interval), and transform
     once arrivals pause (transform_quiet_period) or at most every transform_min_interval."""
-    from estore_ops.watch import watch as run_watch
+    from estore_ops.ingest.watch import watch as run_watch
 
     if notifications is not None:
         _Globals.flags["notifications"] = notifications
@@ -491,7 +491,7 @@ def watch(
     if events:
         if once:
             raise ConfigError("--events runs until stopped; --once is the timer's single tick. Use one of them.")
-        from estore_ops.watch import watch_events
+        from estore_ops.ingest.watch import watch_events
 
         def on_line(line: str, data: Any) -> None:
             if json_out:  # one JSON object per line: the loop runs for days
@@ -613,7 +613,7 @@ def doctor(json_out: JsonOpt = False) -> None:
     """Check each configured backend (landing, state, warehouse, dbt profile) and say how to fix failures."""
     from dataclasses import asdict
 
-    from estore_ops.doctor import run_doctor
+    from estore_ops.ops.doctor import run_doctor
 
     rt = _runtime()
     out = _output(json_out)

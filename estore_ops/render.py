@@ -6,12 +6,12 @@ import math
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
-from estore_ops.ingest import LoadResult, PendingFile
+from estore_ops.ingest.pipeline import LoadResult, PendingFile
 from estore_ops.output import Output
-from estore_ops.warehouses.base import FileOutcome
+from estore_ops.backends.warehouses.base import FileOutcome
 
 if TYPE_CHECKING:
-    from estore_ops.transform import DbtRunResult
+    from estore_ops.analytics.transform import DbtRunResult
 
 
 class LoadProgress:

@@ -22,18 +22,20 @@ from typing import Any
 import duckdb
 import pytest
 
-from estore_ops import jobs, state as state_module
+from estore_ops import jobs
+
+from estore_ops.ingest import state as state_module
 from estore_ops.config import load_settings
 from estore_ops.deploy import systemd as sd
 from estore_ops.errors import CorruptStateError, UpgradeRequiredError
-from estore_ops.generate import generate_files
+from estore_ops.testing.generate import generate_files
 from estore_ops.runtime import Runtime
-from estore_ops.state_formats import MIGRATIONS, StateMigration
-from estore_ops.transform import default_project_dir, run_dbt
-from estore_ops.upgrade import dbt_schema, guard, raw_table, steps
-from estore_ops.upgrade.dbt_schema import ModelCheck, Node, replace_relations
-from estore_ops.upgrade.tables import ColumnChange, ColumnDiff, TableRef
-from estore_ops.upgrade.tables_bigquery import BigQueryTableEditor, coercible_in_place
+from estore_ops.ingest.state_formats import MIGRATIONS, StateMigration
+from estore_ops.analytics.transform import default_project_dir, run_dbt
+from estore_ops.deploy.upgrade import dbt_schema, guard, raw_table, steps
+from estore_ops.deploy.upgrade.dbt_schema import ModelCheck, Node, replace_relations
+from estore_ops.deploy.upgrade.tables import ColumnChange, ColumnDiff, TableRef
+from estore_ops.deploy.upgrade.tables_bigquery import BigQueryTableEditor, coercible_in_place
 from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs  # noqa: F401 - fixtures
 from tests.helpers import event_lines, write_csv
 
@@ -634,8 +636,8 @@ def test_upgrade_exits_1_and_lists_what_is_left(vm: dict[str, Any]) -> None:
 
 @pytest.mark.gcp
 def test_bigquery_editor_reads_tables_and_query_schemas(bq_emulator: Any, bq_dataset: str) -> None:
-    from estore_ops.upgrade.tables import editor_for
-    from estore_ops.warehouses.bigquery import BigQueryWarehouse
+    from estore_ops.deploy.upgrade.tables import editor_for
+    from estore_ops.backends.warehouses.bigquery import BigQueryWarehouse
 
     warehouse = BigQueryWarehouse.from_url(bq_emulator.url(bq_dataset), client=bq_emulator.client())
     warehouse.ensure_raw_table()

@@ -24,7 +24,7 @@
 -- depends_on: {{ source('raw', 'events') }}
 {% if target.type == 'bigquery' -%}
 {#- insert_overwrite replaces the affected partitions. BigQuery emulators cannot run its
-    partition script, so estore_ops.transform sets var fct_events_bigquery_strategy = 'merge'
+    partition script, so estore_ops.analytics.transform sets var fct_events_bigquery_strategy = 'merge'
     when the target has an api_endpoint (an emulator): merge on event_id; with the post-hooks
     both strategies give the same table. -#}
 {%- set bq_strategy = var('fct_events_bigquery_strategy', 'insert_overwrite') -%}
