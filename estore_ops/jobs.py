@@ -380,17 +380,28 @@ def ingest_arrivals(
 
 @dataclass
 class CursorSummary:
-    """The ingest state at a glance: estore_ops.ingest.pipeline.cursor_summary plus the document's generation."""
+    """The ingest state at a glance (estore_ops.ingest.pipeline.cursor_summary) and the document's generation."""
 
-    summary: dict[str, Any]
+    location: str
+    counts: dict[str, int]  # files by status
+    records: int  # file records kept in full
+    folded: int  # older loaded files kept in compact form (name and generation only)
+    updated_at: str | None
+    newest_loaded: dict[str, Any] | None  # name, loaded_at, rows, run_id
+    problems: list[dict[str, Any]]  # failed and quarantined files with their errors
+    generation: int
 
     def as_dict(self) -> dict[str, Any]:
-        return self.summary
+        return {
+            "location": self.location, "counts": self.counts, "records": self.records, "folded": self.folded,
+            "updated_at": self.updated_at, "newest_loaded": self.newest_loaded, "problems": self.problems,
+            "generation": self.generation,
+        }
 
 
 def cursor_show(rt: Runtime) -> CursorSummary:
     snap = rt.state.read()
-    return CursorSummary(ingest.cursor_summary(snap.state, rt.state.location) | {"generation": snap.generation})
+    return CursorSummary(**ingest.cursor_summary(snap.state, rt.state.location), generation=snap.generation)
 
 
 @dataclass

@@ -88,21 +88,19 @@ def _load_seconds(o: FileOutcome) -> str:
 
 
 def render_cursor(out: Output, result: CursorSummary) -> None:
-    summary = result.as_dict()
     if out.json_mode:
-        out.json(summary)
+        out.json(result.as_dict())
         return
-    counts = summary["counts"]
-    out.line(f"State {summary['location']} (generation {summary['generation']}, updated {summary['updated_at'] or 'never'})")
-    out.table("Files by status", ["Status", "Files"], [[k, v] for k, v in counts.items()])
-    newest = summary["newest_loaded"]
+    out.line(f"State {result.location} (generation {result.generation}, updated {result.updated_at or 'never'})")
+    out.table("Files by status", ["Status", "Files"], [[k, v] for k, v in result.counts.items()])
+    newest = result.newest_loaded
     if newest:
         out.line(f"Newest loaded: {newest['name']} at {newest['loaded_at']} ({out.num(newest['rows'])} rows, run {newest['run_id']})")
-    if summary["folded"]:
-        out.line(f"{summary['folded']} older loaded file(s) are kept in compact form (name and generation only).")
-    if summary["problems"]:
+    if result.folded:
+        out.line(f"{result.folded} older loaded file(s) are kept in compact form (name and generation only).")
+    if result.problems:
         out.table("Failed and quarantined files", ["File", "Status", "Attempts", "Error"],
-                  [[p["name"], p["status"], p["attempts"], p["error"]] for p in summary["problems"]])
+                  [[p["name"], p["status"], p["attempts"], p["error"]] for p in result.problems])
 
 
 def render_dbt(out: Output, result: DbtRunResult) -> None:
