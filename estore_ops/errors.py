@@ -1,4 +1,4 @@
-"""One error hierarchy; each class carries the exit code the CLI turns it into (in one place: cli.main)."""
+"""One error hierarchy; each class carries the exit code the CLI turns it into (in one place: estore_ops.cli.app.EstoreGroup)."""
 
 from __future__ import annotations
 

@@ -63,10 +63,22 @@ class DbtRunResult:
     error: str | None = None
     artifacts: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what was done before the command (e.g. upgrades)
+    run_id: str = ""  # the estore-ops run that ran it (set by estore_ops.jobs)
 
     @property
     def failed_nodes(self) -> list[NodeResult]:
         return [n for n in self.nodes if n.failed]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "command": self.command, "ok": self.ok, "seconds": round(self.elapsed, 2),
+            "counts": self.counts(), "error": self.error, "notes": self.notes,
+            "nodes": [
+                {"name": n.name, "kind": n.kind, "status": n.status, "seconds": round(n.seconds, 2),
+                 "rows_affected": n.rows_affected, "message": n.message if n.failed else None}
+                for n in self.nodes
+            ],
+        }
 
     def counts(self) -> dict[str, int]:
         """Nodes per status, e.g. {'success': 9, 'pass': 80}."""

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -197,6 +197,11 @@ class InstallResult:
     ingest: str = "timer"  # timer: estore-ops-ingest.timer; events: estore-ops-watch.service
     services: list[str] = field(default_factory=list)  # long-running services enabled (the watch loop)
     removed: list[Path] = field(default_factory=list)  # units an earlier version installed that this one has not
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "files": {str(k): v for k, v in self.files.items()},
+                "commands": [" ".join(c) for c in self.commands], "timers": self.timers,
+                "ingest": self.ingest, "services": self.services, "removed": [str(p) for p in self.removed]}
 
 
 def installed_units(unit_dir: Path) -> dict[str, str]:
@@ -373,6 +378,9 @@ class TimerStatus:
     def ok(self) -> bool:
         """False when the last run failed (a job that never ran counts as ok)."""
         return self.last_result in (None, "", "success") and self.active_state != "failed"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"ok": self.ok, "running": self.running}
 
 
 _USEC_UNSET = {0, 2**64 - 1}

@@ -87,29 +87,6 @@ class VerifyResult:
             out[c.verdict] += 1
         return out
 
-    def render(self, out: Any, show_all: bool = False) -> None:
-        """A table of the files that need a look (every file with show_all), then a summary line."""
-        if out.json_mode:
-            out.json(self.as_dict())
-            return
-        shown = [c for c in self.checks if show_all or c.verdict != OK]
-        if shown:
-            out.table(
-                "Verify: warehouse vs state vs landing files",
-                ["File", "Generation", "Verdict", "Warehouse", "State", "File rows", "Detail", "Fix"],
-                [[c.name, c.generation, c.verdict.upper() if c.problem else c.verdict, out.num(c.warehouse_rows),
-                  out.num(c.state_rows), out.num(c.file_rows), c.detail, c.fix] for c in shown],
-                keys=["file", "generation", "verdict", "warehouse_rows", "state_rows", "file_rows", "detail", "fix"],
-            )
-        counts = ", ".join(f"{n} {v}" for v, n in self.counts().items() if n)
-        scope = []
-        if self.since or self.until:
-            scope.append(f"events {self.since.isoformat() if self.since else '...'} to {self.until.isoformat() if self.until else '...'}")
-        scope.append("files recounted (--deep)" if self.deep else "file rows from the state and the listing")
-        verdict = "everything agrees" if self.ok else f"{len(self.problems)} problem(s)"
-        out.line(f"verify: {verdict}; {len(self.checks)} file version(s) checked ({counts or 'nothing loaded'}); "
-                 f"{'; '.join(scope)}; {self.seconds:.2f}s.", style=None if self.ok else "red")
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id, "ok": self.ok, "deep": self.deep,

@@ -83,29 +83,6 @@ class UpgradeResult:
             "steps": [s.as_dict() for s in self.steps], "left": self.left,
         }
 
-    def render(self, out: Any) -> None:
-        """JSON, a Rich table on a terminal, or one key=value line per step (estore_ops.output.Output)."""
-        if out.json_mode:
-            out.json(self.as_dict())
-            return
-        done = "Would do" if self.dry_run else "Did"
-        out.table(
-            f"Upgrade {self.run_id}" + (" (dry run: nothing changed)" if self.dry_run else ""),
-            ["Step", "Status", "Found", done, "Left to you"],
-            [[s.name, s.status, "\n".join(s.found), "\n".join(s.would_do if self.dry_run else s.did),
-              "\n".join(([s.error] if s.error else []) + s.left)] for s in self.steps],
-            keys=["step", "status", "found", "would_do" if self.dry_run else "did", "left"],
-        )
-        if self.left:
-            out.line("Left to do:", style="yellow")
-            for item in self.left:
-                out.line(f"- {item}", style="yellow")
-        elif self.dry_run:
-            out.line("Run `estore-ops upgrade` to do it." if any(s.would_do for s in self.steps)
-                     else "Nothing to upgrade: this deployment is up to date.")
-        else:
-            out.line("Upgrade complete." if any(s.did for s in self.steps) else "Nothing to upgrade: this deployment is up to date.")
-
 
 def run_steps(steps: Sequence[Step], ctx: Any, dry_run: bool, run_id: str = "") -> UpgradeResult:
     """Inspect each step, then apply its actions (unless dry_run). Errors of inspection propagate

@@ -1,12 +1,15 @@
-"""`estore-ops demo`: the whole pipeline on the embedded default, narrated step by step."""
+"""`estore-ops demo`: the whole pipeline on the embedded default, narrated step by step.
+
+The narration is the command's output: each step calls its estore_ops.jobs function and shows the
+result with the same renderer as the command of that step.
+"""
 
 from __future__ import annotations
 
 from estore_ops import jobs
+from estore_ops.cli.render import render_dbt, render_headline, render_load
 from estore_ops.errors import ConfigError, JobFailedError
-from estore_ops.testing.generate import generate_files
 from estore_ops.output import Output
-from estore_ops.render import render_dbt, render_headline, render_load
 from estore_ops.runtime import Runtime
 
 # Six months, so the churn metric (first purchases at least 90 days before the last one) has cohorts.
@@ -21,8 +24,8 @@ def run_demo(rt: Runtime, out: Output) -> None:
         raise ConfigError("The demo writes sample files into a local landing folder; unset ESTORE_LANDING / --landing.")
 
     out.line(f"1. Sample REES46-style event files in {folder}", style="bold")
-    written = generate_files(folder, months=DEMO_MONTHS, rows_per_month=DEMO_ROWS, users=DEMO_USERS)
-    out.table("Landing files", ["File", "Rows", "Status"], [[w.name, out.num(w.rows), w.status] for w in written])
+    written = jobs.generate(rt, str(folder), months=DEMO_MONTHS, rows=DEMO_ROWS, users=DEMO_USERS)
+    out.table("Landing files", ["File", "Rows", "Status"], [[w.name, out.num(w.rows), w.status] for w in written.files])
 
     out.line("2. Scan: files not loaded yet, in arrival order", style="bold")
     scan = jobs.scan(rt)
@@ -38,28 +41,20 @@ def run_demo(rt: Runtime, out: Output) -> None:
     if not result.ok:
         raise JobFailedError("The demo load failed; see the errors above.")
 
-    wh = rt.warehouse(read_only=True)
-    try:
-        rows = wh.query(
-            "SELECT _source_file, count(*), min(event_time)::DATE, max(event_time)::DATE, count(DISTINCT user_id) "
-            "FROM raw.events GROUP BY 1 ORDER BY min(event_time)"
-        )
-    finally:
-        wh.close()
     out.table("raw.events by source file", ["File", "Rows", "From", "To", "Users"],
-              [[f, out.num(n), a, b, out.num(u)] for f, n, a, b, u in rows])
+              [[f, out.num(n), a, b, out.num(u)] for f, n, a, b, u in jobs.raw_events_by_file(rt)])
 
     out.line("4. Transform: dbt build of the models and their tests", style="bold")
     rt = rt.next_run()
     built = jobs.transform(rt)
-    render_dbt(out, built, rt.run_id)
+    render_dbt(out, built)
     if not built.ok:
         raise JobFailedError("The demo transform failed; see the failing nodes above.")
 
     out.line("5. Snapshot: SCD2 history of RFM segments and user statuses", style="bold")
     rt = rt.next_run()
     snapped = jobs.snapshot(rt)
-    render_dbt(out, snapped, rt.run_id)
+    render_dbt(out, snapped)
     if not snapped.ok:
         raise JobFailedError("The demo snapshot failed; see above.")
 
