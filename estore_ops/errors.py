@@ -1,4 +1,4 @@
-"""One error hierarchy; each class carries the exit code the CLI turns it into (in one place: cli.main)."""
+"""One error hierarchy; each class carries the exit code the CLI turns it into (in one place: the CLI's entry point)."""
 
 from __future__ import annotations
 
