@@ -28,7 +28,7 @@ NOT_BLAMED = "No file was blamed"
 
 def _run(ws: Workspace, env: dict[str, str], *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "estore_ops", *args], cwd=ws.root, env=clean_env(env),
-                          capture_output=True, text=True, timeout=180, **kwargs)  # type: ignore[call-overload]
+                          capture_output=True, text=True, timeout=180, **kwargs)  # type: ignore[call-overload]  # **kwargs hides which overload
 
 
 def _records(ws: Workspace) -> dict[str, dict[str, object]]:
@@ -116,7 +116,7 @@ def test_a_read_only_data_folder_is_the_machine_not_the_file(ws: Workspace, plac
             assert str(folder) in result.stderr and NOT_BLAMED in result.stderr, result.stderr
             assert "unexpected" not in result.stderr
     finally:
-        undo()  # type: ignore[operator]
+        undo()  # type: ignore[operator]  # set before the try
     assert all(r["status"] == "loaded" for r in _records(ws).values())  # nothing failed, only committed files
     done = _run(ws, env, "load")
     assert done.returncode == 0, done.stderr

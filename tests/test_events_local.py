@@ -240,7 +240,7 @@ def test_duplicate_and_out_of_order_arrivals_load_each_version_once(ws: Workspac
         wait_for(lambda: _recorded(ws).get("a.csv", {}).get("generation", v1) != v1, 60, "a.csv v2")
         # Late copies of the v1 arrival and of v2's, after v2 is loaded.
         batches = len([e for e in lines if e["event"] == "batch"])
-        loop.source.replay = [Arrival("a.csv"), Arrival("a.csv")]  # type: ignore[attr-defined]
+        loop.source.replay = [Arrival("a.csv"), Arrival("a.csv")]  # type: ignore[attr-defined]  # the test's _Replaying source
         wait_for(lambda: len([e for e in lines if e["event"] == "batch"]) > batches, 60, "the replayed arrivals handled")
     finally:
         stop.set()

@@ -148,7 +148,7 @@ def test_only_files_listed_right_after_a_write_have_their_fingerprint_read(tmp_p
         state.record_success(info.name, info.generation, info.size, 2, "r", identity=identity | ({"racy": True} if i == 0 else {}))
     reads: list[str] = []
     real = landing.fingerprint
-    landing.fingerprint = lambda info: reads.append(info.name) or real(info)  # type: ignore[method-assign]
+    landing.fingerprint = lambda info: reads.append(info.name) or real(info)  # type: ignore[method-assign]  # a spy on one instance
     result = scan(landing, state, 3)
     assert result.pending == [] and result.settled == 50
     assert reads == ["f0.csv"]

@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,7 @@ def _kind(seen: Seen) -> str:
     return "load" if "load" in config else "query" if "query" in config else ""
 
 
-def _for_file(name: str):  # type: ignore[no-untyped-def]
+def _for_file(name: str) -> Callable[[Seen], bool]:
     """A request predicate: a load job insert reading this landing file."""
     def match(seen: Seen) -> bool:
         uris = ((seen.body or {}).get("configuration", {}).get("load", {}) or {}).get("sourceUris", []) if isinstance(seen.body, dict) else []
