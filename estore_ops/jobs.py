@@ -246,7 +246,7 @@ def _machine_fault(rt: Runtime, result: DbtRunResult) -> None:
     messages = [n.message or "" for n in result.failed_nodes] or [result.error or ""]
     faults = [environment.from_warehouse_message(m, duckdb_path(rt.settings.warehouse)) for m in messages]
     if faults and all(faults):
-        raise faults[0]  # type: ignore[misc]
+        raise faults[0]  # type: ignore[misc]  # all() above does not narrow the Optional for mypy
 
 
 def _build(

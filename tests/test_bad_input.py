@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.corpus import make_corpus
-from tests.helpers import Workspace, event_lines
+from tests.helpers import Workspace, clean_env, event_lines
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 AGAIN = "upload"  # every failure message says to upload the fixed file again (or what else to do)
@@ -94,7 +94,7 @@ GOOD = "control.csv"  # a plain good file loaded in the same run: bad neighbours
 
 
 def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("ESTORE_", "SLACK_"))} | {"DO_NOT_TRACK": "1"}
+    return clean_env()
 
 
 @pytest.fixture(scope="module")

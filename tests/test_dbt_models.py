@@ -52,11 +52,11 @@ from estore_ops.analytics.transform import (
 )
 from estore_ops.backends.warehouses.base import LoadItem
 from estore_ops.backends.warehouses.duckdb import DuckDBWarehouse
+from tests.helpers import csv_bytes
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dbt"
 PROJECT = default_project_dir()
 MARTS = ["fct_events", "fct_sessions", "dim_users", "dim_categories", "dim_products", "dim_user_rfm", "metrics_churn"]
-HEADER = ",".join(SOURCE_COLUMN_NAMES)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -70,15 +70,15 @@ def _load(db: Path, landing: Path, names: list[str]) -> None:
     assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
 
 
-def _outlier_csv() -> str:
+def _outlier_csv() -> bytes:
     """User 405: 201 views one minute apart in one session; user 406: 200 (the ratio limit)."""
-    lines = [HEADER]
+    lines = []
     for user, day, count in ((405, date(2020, 1, 5), 201), (406, date(2020, 1, 6), 200)):
         start = datetime(day.year, day.month, day.day)
         for i in range(count):
             t = (start + timedelta(minutes=i)).strftime("%Y-%m-%d %H:%M:%S")
             lines.append(f"{t} UTC,view,1003,2003,computers.peripherals.mouse.wireless,logitech,25.0,{user},s{user}a")
-    return "\n".join(lines) + "\n"
+    return csv_bytes(lines)
 
 
 def _query(db: Path, sql: str) -> list[tuple]:
@@ -127,7 +127,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> dict:
     landing.mkdir()
     shutil.copy(FIXTURES / "events_load1.csv", landing / "events_load1.csv")
     shutil.copy(FIXTURES / "events_load1_reload.csv", landing / "events_reload.csv")
-    (landing / "events_outliers.csv").write_text(_outlier_csv())
+    (landing / "events_outliers.csv").write_bytes(_outlier_csv())
     target = DuckDBWarehouse(f"duckdb:///{db}").dbt_target(None)
 
     def dbt(command: str, **kw) -> DbtRunResult:

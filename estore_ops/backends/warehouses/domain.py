@@ -140,7 +140,7 @@ def mixed_line_endings(path: Path, is_gzip: bool) -> tuple[int, str, str] | None
     line 1, outside quoted values; None when every line ends the same way."""
     opener = gzip.open if is_gzip else open
     try:
-        with opener(path, "rb") as fh:  # type: ignore[operator]
+        with opener(path, "rb") as fh:
             return _scan_endings(fh)
     except (OSError, EOFError):
         return None

@@ -140,7 +140,7 @@ class DuckDBWarehouse(Warehouse):
                 # with the file; with a limit it stops at the limit, at the same speed.
                 limit = self.memory_limit
                 if limit == "auto":
-                    threads = int(self._con.execute("SELECT current_setting('threads')").fetchone()[0])  # type: ignore[index]
+                    threads = int(self._con.execute("SELECT current_setting('threads')").fetchone()[0])  # type: ignore[index]  # a setting: always one row
                     limit = auto_memory_limit(threads, usable_memory_bytes())
                 self._con.execute(f"SET memory_limit = '{limit}'")
                 self._limit = limit

@@ -2,8 +2,8 @@
 
 The loop reuses everything the timer path uses: each batch is one tracked `watch` job
 (`jobs.ingest_arrivals`: the run lock for the length of the batch, run history, heartbeat, alerts)
-over the same loader (`ingest.load_files` with `files=`), and SIGTERM / SIGINT are handled by
-`watch.StopFlag` exactly as in `watch`: the file (or batch) in progress finishes, the rest stay
+over the same loader (`ingest.pipeline.load_files` with `files=`), and SIGTERM / SIGINT are handled by
+`ingest.watch.StopFlag` exactly as in `watch`: the file (or batch) in progress finishes, the rest stay
 pending, exit 0.
 
 - **Gathering.** The first arrival opens a window of `gather_window` seconds; everything that
@@ -137,7 +137,7 @@ class EventLoop:
         self.quiet_period = float(s.transform_quiet_period)
         self.resubscribe_every = min(interval, 60.0)
         if hasattr(source, "probe_seconds"):
-            source.probe_seconds = min(float(source.probe_seconds), interval)  # type: ignore[attr-defined]
+            source.probe_seconds = min(float(source.probe_seconds), interval)
         for shared in ("landing", "state_backend", "state"):  # opened once, shared by every job's fork
             getattr(rt, shared)
         self.pending: dict[str, _Pending] = {}
@@ -423,7 +423,7 @@ class EventLoop:
         at = self._transform_at(now)
         if at is None or now < at or (self.pending and self._batch_due(now)):
             return
-        regular = now >= self.due_since + self.min_interval  # type: ignore[operator]
+        regular = now >= self.due_since + self.min_interval  # type: ignore[operator]  # set: _transform_at gave a time
         reason = "files kept arriving for transform_min_interval" if regular else "arrivals paused"
         rt = self.rt.fork()
         try:
