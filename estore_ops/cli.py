@@ -222,7 +222,8 @@ def load(
     rt = _runtime()
     out = _output(json_out, quiet)
     with LoadProgress(out, show=not dry_run) as progress:
-        result = jobs.load(rt, jobs.LoadRequest(files=file or (), prefix=prefix, force=force, dry_run=dry_run), progress.on_start, progress.on_file)
+        request = jobs.LoadRequest(files=file or (), prefix=prefix, force=force, dry_run=dry_run)
+        result = jobs.load(rt, request, progress.on_start, progress.on_file)
     render_load(out, result)
     if not result.ok:
         raise JobFailedError("")

@@ -2,9 +2,9 @@
 
 The loop reuses everything the timer path uses: each batch is one tracked `watch` job
 (`jobs.ingest_arrivals`: the run lock for the length of the batch, run history, heartbeat, alerts)
-over the same loader (`ingest.load_files` with a `LoadRequest` naming the files), and SIGTERM / SIGINT are handled by
-`watch.StopFlag` exactly as in `watch`: the file (or batch) in progress finishes, the rest stay
-pending, exit 0.
+over the same loader (`ingest.load_files` with a `LoadRequest` naming the files), and SIGTERM /
+SIGINT are handled by `watch.StopFlag` exactly as in `watch`: the file (or batch) in progress
+finishes, the rest stay pending, exit 0.
 
 - **Gathering.** The first arrival opens a window of `gather_window` seconds; everything that
   arrived by its end loads as one batch (one lock, one transaction per batch of small files).
