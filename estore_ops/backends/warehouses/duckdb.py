@@ -154,7 +154,7 @@ class DuckDBWarehouse(Warehouse):
             self._con = None
 
     @contextmanager
-    def _machine_faults(self) -> Iterator[None]:
+    def machine_faults(self) -> Iterator[None]:
         """Turn a DuckDB error caused by the machine (disk full, out of memory, a lock) into an
         EnvironmentFaultError; anything else passes through unchanged."""
         import duckdb
@@ -168,12 +168,12 @@ class DuckDBWarehouse(Warehouse):
             raise
 
     def ensure_raw_table(self) -> None:
-        with self._machine_faults():
+        with self.machine_faults():
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema.RAW_SCHEMA}")
             self.con.execute(schema.duckdb_create_table_sql())
 
     def rows_by_file(self) -> dict[str, int]:
-        with self._machine_faults():
+        with self.machine_faults():
             if not self._table_exists():
                 return {}
             rows = self.con.execute(
@@ -182,7 +182,7 @@ class DuckDBWarehouse(Warehouse):
         return {name: count for name, count in rows}
 
     def has_version(self, name: str, generation: int) -> bool:
-        with self._machine_faults():
+        with self.machine_faults():
             if not self._table_exists():
                 return False
             found = self.con.execute(
@@ -201,7 +201,7 @@ class DuckDBWarehouse(Warehouse):
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         import duckdb
 
-        with self._machine_faults():
+        with self.machine_faults():
             try:
                 return self.con.execute(sql).fetchall()
             except duckdb.CatalogException as exc:
@@ -308,7 +308,7 @@ class DuckDBWarehouse(Warehouse):
 
         started = time.monotonic()
         names = [item.info.name for item in group]
-        with ExitStack() as stack, self._machine_faults():
+        with ExitStack() as stack, self.machine_faults():
             try:
                 readable = [stack.enter_context(_readable_path(store, name, self.work_dir)) for name in names]
             except EnvironmentFaultError:
@@ -357,7 +357,7 @@ class DuckDBWarehouse(Warehouse):
         info = item.info
         started = time.monotonic()
         outcome = FileOutcome(info.name, info.generation, info.size, ok=False)
-        with ExitStack() as stack, self._machine_faults():
+        with ExitStack() as stack, self.machine_faults():
             try:
                 readable = stack.enter_context(_readable_path(store, info.name, self.work_dir))
             except ObjectNotFoundError:
