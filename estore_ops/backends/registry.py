@@ -154,9 +154,13 @@ class _Registry(Generic[B]):
         self._unknown = unknown  # the message for a URL no backend takes: {where}, {scheme}, {forms}
 
     def register(self, backend: B | type[B]) -> B:
+        """Add a backend after the built-ins; a scheme that another backend has already is refused."""
         instance = backend() if isinstance(backend, type) else backend
+        taken = {s for b in self.each() for s in b.schemes} & set(instance.schemes)
+        if taken:
+            raise ValueError(f"{type(instance).__name__}: the {self.kind} scheme(s) {sorted(taken)} already have a backend.")
         with self._lock:
-            self._loaded.insert(0, instance)  # before the built-ins: it may take over a scheme
+            self._loaded.append(instance)
         return instance
 
     def each(self) -> Iterator[B]:
