@@ -113,6 +113,7 @@ class StoreBackend(Backend):
 class WarehouseBackend(Backend):
     dbt_type = ""  # the dbt adapter's `type` in the profile target
     dbt_required: tuple[str, ...] = ()  # target keys that must be set, beyond type and threads
+    table_editor_class = ""  # "module:Class" of its TableEditor for `upgrade` (estore_ops.deploy.upgrade.tables)
 
     def open(self, url: str, work_dir: Path | None = None, read_only: bool = False, **options: Any) -> Warehouse:
         raise NotImplementedError
@@ -140,6 +141,12 @@ class WarehouseBackend(Backend):
     def dbt_vars(self, target: dict[str, Any]) -> dict[str, Any]:
         """dbt vars this target needs by default (a caller's vars win)."""
         return {}
+
+    def table_editor(self, warehouse: Warehouse) -> Any:
+        """The editor `upgrade` changes this warehouse's tables with (its SQL dialect)."""
+        if not self.table_editor_class:
+            raise EstoreError(f"{warehouse.url}: estore-ops has no table editor for this warehouse, so it cannot upgrade its tables.")
+        return _import(self.table_editor_class)(warehouse)
 
 
 B = TypeVar("B", bound=Backend)

@@ -92,6 +92,7 @@ class BigQueryBackend(WarehouseBackend):
     extra_libraries = "the Google Cloud client libraries"
     dbt_type = "bigquery"
     dbt_required = ("project", "dataset", "method")
+    table_editor_class = "estore_ops.deploy.upgrade.tables_bigquery:BigQueryTableEditor"
 
     def validate(self, url: str, where: str) -> None:
         parse_bigquery_url(url, where)

@@ -49,6 +49,7 @@ class DuckDBBackend(WarehouseBackend):
     examples = ("duckdb:///path.duckdb",)
     implementation = "estore_ops.backends.warehouses.duckdb:DuckDBWarehouse"
     dbt_type = "duckdb"
+    table_editor_class = "estore_ops.deploy.upgrade.tables_duckdb:DuckDBTableEditor"
 
     def validate(self, url: str, where: str) -> None:
         try:
