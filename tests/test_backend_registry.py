@@ -133,9 +133,9 @@ def test_a_registered_backend_is_found_by_its_scheme(tmp_path: Path) -> None:
         schemes = ("testmem",)
         examples = ("testmem://NAME",)
 
-        def validate(self, url: str, where: str) -> None:
+        def check(self, url: str) -> None:
             if not url.startswith("testmem://") or url == "testmem://":
-                raise ConfigError(f"{where} is malformed: write testmem://NAME.")
+                raise ConfigError("is malformed: write testmem://NAME.")
 
         def open(self, url: str, setting: str, **options: object) -> LocalFolderStore:
             return LocalFolderStore(tmp_path / url.removeprefix("testmem://"), role=f"the {setting} folder")

@@ -80,6 +80,13 @@ class Backend:
     def validate(self, url: str, where: str) -> None:
         """Raise ConfigError (starting with `where`, e.g. "landing = 'x' (from flag --landing)")
         for a URL this backend would refuse. Called at start-up: no SDK import, no request."""
+        try:
+            self.check(url)
+        except ConfigError as exc:
+            raise ConfigError(f"{where} {exc}") from None
+
+    def check(self, url: str) -> None:
+        """What `validate` checks, as ConfigError("is malformed: write ...") without the setting's name."""
 
     def anchor(self, url: str, base: Path) -> str:
         """The URL with a relative local path in it made absolute against `base` (the config file's folder)."""

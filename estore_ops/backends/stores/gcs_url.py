@@ -21,9 +21,9 @@ class GCSBackend(StoreBackend):
     extra = "gcp"
     extra_libraries = "the Google Cloud client libraries"
 
-    def validate(self, url: str, where: str) -> None:
+    def check(self, url: str) -> None:
         if not urlparse(url).netloc:
-            raise ConfigError(f"{where} is malformed: write gs://BUCKET or gs://BUCKET/prefix.")
+            raise ConfigError("is malformed: write gs://BUCKET or gs://BUCKET/prefix.")
 
     def open(self, url: str, setting: str, **options: Any) -> ObjectStore:
         store_class = self.load_implementation(setting, url)

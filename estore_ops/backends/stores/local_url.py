@@ -47,11 +47,8 @@ class LocalFolderBackend(StoreBackend):
     examples = ("a folder path", "file:///path")
     implementation = "estore_ops.backends.stores.local:LocalFolderStore"
 
-    def validate(self, url: str, where: str) -> None:
-        try:
-            folder_path(url)
-        except ConfigError as exc:
-            raise ConfigError(f"{where} {exc}") from None
+    def check(self, url: str) -> None:
+        folder_path(url)
 
     def open(self, url: str, setting: str, **options: Any) -> ObjectStore:
         store_class = self.load_implementation(setting, url)

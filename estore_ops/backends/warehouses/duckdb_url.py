@@ -51,11 +51,8 @@ class DuckDBBackend(WarehouseBackend):
     dbt_type = "duckdb"
     table_editor_class = "estore_ops.deploy.upgrade.tables_duckdb:DuckDBTableEditor"
 
-    def validate(self, url: str, where: str) -> None:
-        try:
-            duckdb_path(url)
-        except ConfigError as exc:
-            raise ConfigError(f"{where} {exc}") from None
+    def check(self, url: str) -> None:
+        duckdb_path(url)
 
     def anchor(self, url: str, base: Path) -> str:
         if url.startswith(PREFIX) and not url.startswith(PREFIX + "/"):
