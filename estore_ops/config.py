@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
 from estore_ops.errors import ConfigError
 from estore_ops.backends.stores.base import has_pattern_characters
@@ -53,17 +53,17 @@ class Field:
     kind: type  # str, int, float, bool or Secret
     help: str
     path_like: bool = False  # relative values in a config file are relative to that file
-    url: bool = False  # validated as a location URL
+    url: str = ""  # "store" or "warehouse": a location URL, validated by the backend of its scheme
     extra_env: tuple[str, ...] = ()  # conventional variable names also accepted (lower precedence)
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("landing", "./data/landing", str, "Landing area: a folder, file:///path or gs://bucket/prefix.", path_like=True, url=True),
-    Field("warehouse", "duckdb:///./data/warehouse.duckdb", str, "Warehouse: duckdb:///path.duckdb or bigquery://project/dataset?location=US.", path_like=True, url=True),
+    Field("landing", "./data/landing", str, "Landing area: a folder, file:///path or gs://bucket/prefix.", path_like=True, url="store"),
+    Field("warehouse", "duckdb:///./data/warehouse.duckdb", str, "Warehouse: duckdb:///path.duckdb or bigquery://project/dataset?location=US.", path_like=True, url="warehouse"),
     Field("keyfile", "", str, "Google service-account key file for Cloud Storage, BigQuery and dbt alike (empty: Application Default Credentials).", path_like=True),
     Field("max_bytes_billed", "100GB", str, "BigQuery: the most one query job may bill (estore-ops' and dbt's), e.g. 100GB or 2TB; 0 for no cap."),
     Field("job_timeout_seconds", 1800, int, "BigQuery: how long one job (a load, a commit, a dbt model) may run before the run gives up on it."),
-    Field("state", "./data/state", str, "State location (cursor, lock, runs): a folder or gs://bucket/prefix.", path_like=True, url=True),
+    Field("state", "./data/state", str, "State location (cursor, lock, runs): a folder or gs://bucket/prefix.", path_like=True, url="store"),
     Field("work_dir", "./data/work", str, "Local scratch folder (dbt target, downloads).", path_like=True),
     Field("dbt_project_dir", "", str, "The dbt project folder (empty: the one shipped with estore-ops).", path_like=True),
     Field("max_attempts", 3, int, "Failed loads of one file version before it is quarantined."),
@@ -156,17 +156,11 @@ def _coerce(f: Field, raw: Any, origin: str) -> Any:
         raise ConfigError(f"{f.name} from {origin} must be {kind}, got {raw!r}.") from None
 
 
-def _anchor(value: str, base: Path) -> str:
-    """Make a relative path (or the path inside duckdb:///relative) absolute against `base`."""
-    if value.startswith("duckdb:///") and not value.startswith("duckdb:////"):
-        rel = value[len("duckdb:///"):]
-        rel_path, _, query = rel.partition("?")
-        if rel_path and not Path(rel_path).is_absolute():
-            return "duckdb:///" + str((base / rel_path).resolve()) + (f"?{query}" if query else "")
-        return value
-    if "://" in value or not value or value.lower().startswith("file:"):
-        return value
-    return str((base / value).resolve()) if not Path(value).is_absolute() else value
+def _anchor(f: Field, value: str, base: Path) -> str:
+    """Make a relative path (or the relative path inside a location URL) absolute against `base`."""
+    from estore_ops.backends import registry
+
+    return registry.anchor(f.url, value, base) if f.url else registry.anchor_path(value, base)
 
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15,
@@ -181,45 +175,15 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
-def validate_location(key: str, value: str, origin: str) -> None:
-    """Raise ConfigError for a location that no backend would accept."""
-    where = f"{key} = {value!r} (from {origin})"
+def validate_location(f: Field, value: str, origin: str) -> None:
+    """Raise ConfigError for a location that no backend would accept (no backend SDK is imported)."""
+    from estore_ops.backends import registry
+
+    where = f"{f.name} = {value!r} (from {origin})"
     if not value:
         raise ConfigError(f"{where} is empty: give a folder path or a URL.")
-    parsed = urlparse(value)
-    scheme = parsed.scheme if len(parsed.scheme) > 1 else ""
-    if key == "warehouse":
-        if scheme == "duckdb":
-            from estore_ops.backends.warehouses import duckdb_path
-
-            try:
-                duckdb_path(value)
-            except ConfigError as exc:
-                raise ConfigError(f"{where} {exc}") from None
-            return
-        if scheme == "bigquery":
-            from estore_ops.backends.warehouses.bigquery_url import parse_bigquery_url  # no Google import
-
-            parse_bigquery_url(value, where)
-            return
-        if scheme.startswith("chaos+"):
-            return
-        raise ConfigError(f"{where} is not a warehouse URL: use duckdb:///path.duckdb or bigquery://PROJECT/DATASET.")
-    if scheme in ("", "file"):
-        from estore_ops.backends.stores import folder_path
-
-        try:
-            folder_path(value)
-        except ConfigError as exc:
-            raise ConfigError(f"{where} {exc}") from None
-        return
-    if scheme == "gs":
-        if not parsed.netloc:
-            raise ConfigError(f"{where} is malformed: write gs://BUCKET or gs://BUCKET/prefix.")
-        return
-    if scheme.startswith("chaos+"):
-        return
-    raise ConfigError(f"{where}: unknown scheme {scheme!r}; use a folder path, file:///path or gs://BUCKET/prefix.")
+    backends = registry.WAREHOUSES if f.url == "warehouse" else registry.STORES
+    backends.get(value, where).validate(value, where)
 
 
 _PROJECT_RE = re.compile(r"^[a-z][a-z0-9.:-]{3,61}[a-z0-9]$")
@@ -316,9 +280,9 @@ def load_settings(
             raw, origin, base = f.default, "default", cwd
         value = _coerce(f, raw, origin)
         if f.path_like and isinstance(value, str):
-            value = _anchor(value, base)
+            value = _anchor(f, value, base)
         if f.url:
-            validate_location(f.name, value, origin)
+            validate_location(f, value, origin)
         values[f.name] = value
         sources[f.name] = origin
     limit = values["load_memory_limit"]
@@ -349,10 +313,10 @@ def load_settings(
 def _keyfile_from_warehouse_url(values: dict[str, Any], sources: dict[str, str]) -> None:
     """`bigquery://...&keyfile=PATH` (the older spelling) sets the one keyfile setting, which
     Cloud Storage and dbt use too; a different keyfile setting beside it is an error."""
+    from estore_ops.backends.registry import warehouse_backend
+
     url = values["warehouse"]
-    if "bigquery://" not in url:
-        return
-    in_url = (parse_qs(urlparse(url.removeprefix("chaos+")).query).get("keyfile") or [""])[-1]
+    in_url = warehouse_backend(url).keyfile(url)
     if not in_url:
         return
     if values["keyfile"] and values["keyfile"] != in_url:

@@ -230,15 +230,16 @@ class _RunJobsCanceller:
 def _machine_fault(rt: Runtime, result: DbtRunResult) -> None:
     """A dbt run that failed only because of the machine (the warehouse's disk full, out of memory)
     stops like a load does: exit 4, one alert per episode, no model blamed."""
-    from estore_ops.backends import environment
-    from estore_ops.backends.warehouses import duckdb_path
+    from estore_ops.backends.registry import warehouse_backend
 
-    if result.ok or not rt.settings.warehouse.startswith("duckdb:"):
+    if result.ok:
         return
+    url = rt.settings.warehouse
+    backend = warehouse_backend(url)
     messages = [n.message or "" for n in result.failed_nodes] or [result.error or ""]
-    faults = [environment.from_warehouse_message(m, duckdb_path(rt.settings.warehouse)) for m in messages]
-    if faults and all(faults):
-        raise faults[0]  # type: ignore[misc]  # all() above does not narrow the Optional for mypy
+    faults = [f for f in (backend.environment_fault(m, url) for m in messages) if f is not None]
+    if faults and len(faults) == len(messages):
+        raise faults[0]
 
 
 def _build(

@@ -304,10 +304,9 @@ def run_dbt(
     if command == "build":
         skipped = ["snapshot"] + (["test", "unit_test"] if no_test else [])
         args += ["--exclude-resource-type", *skipped]
-    vars = dict(vars or {})
-    if target.get("type") == "bigquery" and target.get("api_endpoint"):
-        # An emulator: it cannot run the insert_overwrite partition script (see fct_events.sql).
-        vars.setdefault("fct_events_bigquery_strategy", "merge")
+    from estore_ops.backends.registry import dbt_backend
+
+    vars = {**dbt_backend(target).dbt_vars(target), **(vars or {})}  # what the target needs, unless the caller says
     if vars:
         args += ["--vars", json.dumps(vars, default=str)]
 

@@ -5,23 +5,26 @@ Checks, in order (a later check still runs when an earlier one fails):
 2. state: the state document is readable, and the location accepts a conditional write: a probe
    object is created with if_generation_match=0, a second create must be refused (the
    compare-and-swap the cursor relies on really works there), then it is deleted.
-3. warehouse: DuckDB: the file opens (or its folder can hold it); BigQuery: the dataset exists
-   and a dry-run query over the raw table validates (no bytes billed).
-4. dbt: the profile target builds from the warehouse; `dbt parse` runs against it when the
-   transform module is available.
+3. warehouse: the warehouse's own `doctor_check()`: DuckDB: the file opens (or its folder can
+   hold it); BigQuery: the dataset exists and a dry-run query over the raw table validates (no
+   bytes billed).
+4. dbt: the profile target builds from the warehouse and has what its adapter needs (the
+   backend's `check_dbt_target`); `dbt parse` runs against it when the transform module is available.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from estore_ops.errors import EstoreError, ObjectNotFoundError, PreconditionFailedError
 from estore_ops.ingest.state import STATE_NAME
+
+if TYPE_CHECKING:
+    from estore_ops.backends.warehouses.base import Warehouse
 
 PROBE_PREFIX = ".estore-doctor-probe-"
 
@@ -85,54 +88,27 @@ def check_state(settings: Any) -> str:
     return f"{store.uri()}: {doc}; conditional write, refused overwrite and delete all work."
 
 
-def check_warehouse(settings: Any) -> str:
-    from estore_ops import schema
-    from estore_ops.backends.warehouses import open_warehouse
-
-    url = settings.warehouse
-    if url.startswith("duckdb:"):
-        from estore_ops.backends.warehouses.duckdb import duckdb_path_from_url
-
-        path = duckdb_path_from_url(url)
-        if not path.exists():
-            folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
-            if folder is None or not os.access(folder, os.W_OK):
-                raise EstoreError(f"The DuckDB warehouse {path} does not exist and {folder} is not writable.")
-            return f"{path} does not exist yet; the first load creates it ({folder} is writable)."
-        with open_warehouse(url, work_dir=Path(settings.work_dir), read_only=True) as wh:
-            tables = wh.query(
-                "SELECT count(*) FROM information_schema.tables "
-                f"WHERE table_schema = '{schema.RAW_SCHEMA}' AND table_name = '{schema.RAW_TABLE}'"
-            )[0][0]
-        return f"{path} opens; raw table {'present' if tables else 'not created yet'}."
+def _warehouse(settings: Any) -> Warehouse:
+    """The configured warehouse, with the settings' credentials and cost bounds; an embedded
+    database file is opened read-only (the doctor never creates or locks it)."""
+    from estore_ops.backends.registry import warehouse_backend
     from estore_ops.runtime import Runtime
 
-    with Runtime(settings).warehouse() as wh:  # the settings' credentials and cost bounds
-        check_dataset = getattr(wh, "check_dataset", None)
-        if check_dataset is None:
-            wh.query("SELECT 1")
-            return f"{url} answers queries."
-        check_dataset()
-        raw_exists = wh._table_exists(wh.table_id) is not None  # type: ignore[attr-defined]
-        sql = f"SELECT COUNT(*) FROM `{wh.table_id}`" if raw_exists else "SELECT 1"  # type: ignore[attr-defined]
-        wh.dry_run(sql)  # type: ignore[attr-defined]
-        state = "raw table present" if raw_exists else "raw table not created yet (the first load creates it)"
-        return f"dataset {wh.project}.{wh.dataset} present; dry-run query validated; {state}."  # type: ignore[attr-defined]
+    embedded = warehouse_backend(settings.warehouse).local_file(settings.warehouse) is not None
+    return Runtime(settings).warehouse(read_only=embedded)
+
+
+def check_warehouse(settings: Any) -> str:
+    with _warehouse(settings) as wh:
+        return wh.doctor_check()
 
 
 def check_dbt(settings: Any) -> str:
-    from estore_ops.runtime import Runtime
+    from estore_ops.backends.registry import dbt_backend
 
-    read_only = settings.warehouse.startswith("duckdb:")
-    with Runtime(settings).warehouse(read_only=read_only) as wh:
+    with _warehouse(settings) as wh:
         target = wh.dbt_target(settings)
-    missing = [k for k in ("type", "threads") if k not in target]
-    if target.get("type") == "bigquery":
-        missing += [k for k in ("project", "dataset", "method") if not target.get(k)]
-        if target.get("method") == "service-account" and not Path(str(target.get("keyfile", ""))).is_file():
-            raise EstoreError(f"The dbt target uses the key file {target.get('keyfile')}, which does not exist.")
-    if missing:
-        raise EstoreError(f"The dbt target for {settings.warehouse} lacks {missing}.")
+    dbt_backend(target).check_dbt_target(target, settings.warehouse)
     try:
         from estore_ops.analytics import transform
     except ImportError:

@@ -37,6 +37,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from estore_ops.backends import retry
 from estore_ops.errors import BackendError, ConfigError, ObjectNotFoundError, PreconditionFailedError, TransientBackendError
+from estore_ops.backends.registry import StoreBackend
 from estore_ops.backends.stores.base import ObjectInfo, ObjectStore, ResumingReader
 
 OPS = ("list", "stat", "open", "read", "write", "delete", "stream")
@@ -279,3 +280,19 @@ class _BreakingStream(io.RawIOBase):
             self.inner.close()
         finally:
             super().close()
+
+
+class ChaosStoreBackend(StoreBackend):
+    """The declaration of `chaos+<store URL>` (estore_ops.backends.registry); no example: a test backend."""
+
+    schemes = ("chaos+",)
+    implementation = "estore_ops.testing.chaos_store:ChaosStore"
+
+    def open(self, url: str, setting: str, **options: Any) -> ObjectStore:
+        return ChaosStore.from_url(url, setting, **options)
+
+    def arrivals_by_notifications(self, url: str) -> bool:
+        from estore_ops.backends.registry import store_backend
+
+        inner, _ = split_chaos_url(url, "landing")
+        return store_backend(inner).arrivals_by_notifications(inner)

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from estore_ops.backends import retry
-from estore_ops.errors import TransientBackendError
+from estore_ops.backends.registry import WarehouseBackend
+from estore_ops.errors import ConfigError, TransientBackendError
 from estore_ops.backends.stores.base import ObjectInfo, ObjectStore
 from estore_ops.testing.chaos_store import FaultPlan, split_chaos_url
 from estore_ops.backends.warehouses.base import FileOutcome, LoadItem, Warehouse
@@ -120,3 +121,24 @@ class ChaosWarehouse(Warehouse):
 
     def __repr__(self) -> str:
         return f"ChaosWarehouse({self.inner!r}, fail={self.plan.fail}, permanent={self.plan.permanent})"
+
+
+class ChaosWarehouseBackend(WarehouseBackend):
+    """The declaration of `chaos+<warehouse URL>` (estore_ops.backends.registry); no example: a test
+    backend. It is no embedded file and classifies no dbt message (its faults are the point)."""
+
+    schemes = ("chaos+",)
+    implementation = "estore_ops.testing.chaos_warehouse:ChaosWarehouse"
+
+    def open(self, url: str, work_dir: Path | None = None, read_only: bool = False, **options: Any) -> Warehouse:
+        return ChaosWarehouse.from_url(url, work_dir=work_dir, read_only=read_only, **options)
+
+    def keyfile(self, url: str) -> str:
+        from estore_ops.backends.registry import WAREHOUSES
+
+        try:
+            inner, _ = split_chaos_url(url, "warehouse")
+        except ConfigError:
+            return ""
+        backend = WAREHOUSES.find(inner)
+        return backend.keyfile(inner) if backend is not None else ""

@@ -27,6 +27,7 @@ An implementation must:
 - `query(sql)`: run a read-only query and return rows (demo summaries, tests); `query_records(sql)`
   the same rows as dicts keyed by column name (the HTML report reads marts by column name).
 - `dbt_target(settings)`: the dbt profile target (a dict) that points dbt at this warehouse.
+- `doctor_check()`: what `estore-ops doctor` checks (optional: by default, one query).
 - `raw_schema`: the schema (BigQuery dataset) holding the raw table, passed to dbt's source.
 - `close()`: release connections (DuckDB allows one writer: dbt needs the file free).
 Each file's `header` (the column names in file order, already checked) lets loaders map columns
@@ -106,6 +107,12 @@ class Warehouse(abc.ABC):
 
     @abc.abstractmethod
     def dbt_target(self, settings: Any) -> dict[str, Any]: ...
+
+    def doctor_check(self) -> str:
+        """`estore-ops doctor`: check the warehouse is reachable and usable, and say what was found
+        (raise EstoreError with what is wrong). By default: it answers a query."""
+        self.query("SELECT 1")
+        return f"{self.url} answers queries."
 
     def has_version(self, name: str, generation: int) -> bool:
         """Whether rows of this file version are committed (asked only after a crashed run)."""

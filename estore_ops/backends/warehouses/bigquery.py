@@ -440,6 +440,14 @@ class BigQueryWarehouse(Warehouse):
             sql, job_config=cfg, location=self.location, job_retry=None, retry=None, timeout=REQUEST_TIMEOUT))
         return int(job.total_bytes_processed or 0)
 
+    def doctor_check(self) -> str:
+        """The dataset exists and a dry-run query over the raw table validates (no bytes billed)."""
+        self.check_dataset()
+        raw_exists = self._table_exists(self.table_id) is not None
+        self.dry_run(f"SELECT COUNT(*) FROM `{self.table_id}`" if raw_exists else "SELECT 1")
+        state = "raw table present" if raw_exists else "raw table not created yet (the first load creates it)"
+        return f"dataset {self.project}.{self.dataset} present; dry-run query validated; {state}."
+
     def dbt_target(self, settings: Any) -> dict[str, Any]:
         """The dbt-bigquery profile: same project, dataset, location and credentials, and the same
         cost and time bounds as the loader's own jobs (dbt-bigquery waits up to a day for a job

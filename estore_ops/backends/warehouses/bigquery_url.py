@@ -1,7 +1,9 @@
 """`bigquery://PROJECT/DATASET?location=LOCATION[&api_endpoint=URL][&keyfile=PATH]`, parsed and checked.
 
-No Google import here: the configuration validates warehouse URLs with it at start-up (exit 2
-with the fix) without loading the client libraries.
+The declaration of the BigQuery warehouse (see estore_ops.backends.registry). No Google import
+here: the configuration validates warehouse URLs with it at start-up (exit 2 with the fix) without
+loading the client libraries; the warehouse itself, estore_ops.backends.warehouses.bigquery, needs
+the `gcp` extra.
 
 Why `location` is required: every BigQuery job runs in the dataset's location, and `jobs.get` /
 `jobs.cancel` of a job outside the US multi-region answer 404 unless the location is given. The
@@ -24,9 +26,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from estore_ops.errors import ConfigError
+from estore_ops.backends.registry import WarehouseBackend
+from estore_ops.backends.warehouses.base import Warehouse
+from estore_ops.errors import ConfigError, EstoreError
 
 PROJECT_RE = re.compile(r"(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")
 DATASET_RE = re.compile(r"[A-Za-z0-9_]{1,1024}")
@@ -76,3 +82,36 @@ def parse_bigquery_url(url: str, where: str = "") -> BigQueryUrl:
     if not LOCATION_RE.fullmatch(location):
         raise ConfigError(f"{where}: location={location!r} is not a BigQuery location such as US, EU or europe-west1.")
     return BigQueryUrl(project, dataset, location, values.get("api_endpoint") or None, values.get("keyfile") or None)
+
+
+class BigQueryBackend(WarehouseBackend):
+    schemes = ("bigquery",)
+    examples = ("bigquery://PROJECT/DATASET",)
+    implementation = "estore_ops.backends.warehouses.bigquery:BigQueryWarehouse"
+    extra = "gcp"
+    extra_libraries = "the Google Cloud client libraries"
+    dbt_type = "bigquery"
+    dbt_required = ("project", "dataset", "method")
+    table_editor_class = "estore_ops.deploy.upgrade.tables_bigquery:BigQueryTableEditor"
+
+    def validate(self, url: str, where: str) -> None:
+        parse_bigquery_url(url, where)
+
+    def open(self, url: str, work_dir: Path | None = None, read_only: bool = False, **options: Any) -> Warehouse:
+        warehouse_class = self.load_implementation("warehouse", url)
+        return warehouse_class.from_url(url, work_dir=work_dir, **options)  # a service: nothing to open read-only
+
+    def keyfile(self, url: str) -> str:
+        """`keyfile=PATH` in the URL (the older spelling of the keyfile setting)."""
+        return (parse_qs(urlparse(url).query).get("keyfile") or [""])[-1]
+
+    def check_dbt_target(self, target: dict[str, Any], url: str) -> None:
+        if target.get("method") == "service-account" and not Path(str(target.get("keyfile", ""))).is_file():
+            raise EstoreError(f"The dbt target uses the key file {target.get('keyfile')}, which does not exist.")
+        super().check_dbt_target(target, url)
+
+    def dbt_vars(self, target: dict[str, Any]) -> dict[str, Any]:
+        if target.get("api_endpoint"):
+            # An emulator: it cannot run the insert_overwrite partition script (see fct_events.sql).
+            return {"fct_events_bigquery_strategy": "merge"}
+        return {}

@@ -28,7 +28,6 @@ from estore_ops.backends import environment
 from estore_ops import schema
 from estore_ops.errors import (
     BackendError,
-    ConfigError,
     EnvironmentFaultError,
     EstoreError,
     MissingTableError,
@@ -42,6 +41,7 @@ from estore_ops.logs import get_logger
 from estore_ops.backends.stores.base import ObjectInfo, ObjectStore, has_pattern_characters
 from estore_ops.backends.warehouses import domain
 from estore_ops.backends.warehouses.base import FileOutcome, LoadItem, Warehouse
+from estore_ops.backends.warehouses.duckdb_url import duckdb_path_from_url
 
 if TYPE_CHECKING:
     import duckdb
@@ -85,16 +85,6 @@ def usable_memory_bytes() -> int | None:
         if text.isdigit():
             found.append(int(text))
     return min(found) if found else None
-
-
-def duckdb_path_from_url(url: str) -> Path:
-    """duckdb:///relative/path or duckdb:////absolute/path (see estore_ops.backends.warehouses.duckdb_path)."""
-    from estore_ops.backends.warehouses import duckdb_path
-
-    try:
-        return duckdb_path(url)
-    except ConfigError as exc:
-        raise ConfigError(f"warehouse = {url!r} {exc}") from None
 
 
 class DuckDBWarehouse(Warehouse):
@@ -229,6 +219,20 @@ class DuckDBWarehouse(Warehouse):
 
     def dbt_target(self, settings: Any) -> dict[str, Any]:
         return {"type": "duckdb", "path": str(self.path), "threads": 2, "schema": "main"}
+
+    def doctor_check(self) -> str:
+        """The file opens (read-only) and says whether the raw table exists; a file that does not
+        exist yet is fine when its folder can hold it (never created here)."""
+        if not self.path.exists():
+            folder = next((p for p in [self.path.parent, *self.path.parent.parents] if p.exists()), None)
+            if folder is None or not os.access(folder, os.W_OK):
+                raise EstoreError(f"The DuckDB warehouse {self.path} does not exist and {folder} is not writable.")
+            return f"{self.path} does not exist yet; the first load creates it ({folder} is writable)."
+        tables = self.query(
+            "SELECT count(*) FROM information_schema.tables "
+            f"WHERE table_schema = '{schema.RAW_SCHEMA}' AND table_name = '{schema.RAW_TABLE}'"
+        )[0][0]
+        return f"{self.path} opens; raw table {'present' if tables else 'not created yet'}."
 
     # -- loading -----------------------------------------------------------------------------
     def load(

@@ -59,24 +59,26 @@ class UpgradeContext:
         """A table editor on a connection closed afterwards (dbt needs the DuckDB file to itself)."""
         from estore_ops.deploy.upgrade.tables import editor_for
 
-        warehouse = self.rt.warehouse(read_only=self.dry_run and self._duckdb_exists() is not None)
+        warehouse = self.rt.warehouse(read_only=self.dry_run and self._embedded_file() is not None)
         try:
             yield editor_for(warehouse)
         finally:
             warehouse.close()
 
-    def _duckdb_exists(self) -> Path | None:
-        from estore_ops.backends.warehouses.duckdb import duckdb_path_from_url
+    def _embedded_file(self) -> Path | None:
+        """The database file of an embedded warehouse (DuckDB), when it exists."""
+        from estore_ops.backends.registry import warehouse_backend
 
         url = self.rt.settings.warehouse
-        if not url.startswith("duckdb:"):
-            return None
-        path = duckdb_path_from_url(url)
-        return path if path.exists() else None
+        path = warehouse_backend(url).local_file(url)
+        return path if path is not None and path.exists() else None
 
     def has_warehouse(self) -> bool:
         """False for an embedded warehouse file that does not exist yet (nothing to upgrade there)."""
-        return not self.rt.settings.warehouse.startswith("duckdb:") or self._duckdb_exists() is not None
+        from estore_ops.backends.registry import warehouse_backend
+
+        url = self.rt.settings.warehouse
+        return warehouse_backend(url).local_file(url) is None or self._embedded_file() is not None
 
     def has_models(self) -> bool:
         """False when dbt certainly built nothing yet (then there is no need to compile the project)."""

@@ -1,7 +1,7 @@
 """Table columns on each warehouse: read them, compare them, change them in place.
 
 `TableEditor` is the small interface the upgrade steps use; `editor_for(warehouse)` picks the
-implementation (DuckDB or BigQuery). What an implementation must do:
+implementation the warehouse's declaration names (DuckDB or BigQuery; see estore_ops.backends.registry). What an implementation must do:
 - `canonical(type)`: one spelling per type, so types from the catalog, from a query's schema and
   from `estore_ops.schema` compare equal when they are the same type;
 - `columns(table)`: [(name, canonical type)] in table order, or None when the table is missing;
@@ -121,15 +121,9 @@ def editor_for(warehouse: Any) -> TableEditor:
     inner = getattr(warehouse, "inner", None)
     if inner is not None:
         return editor_for(inner)
-    from estore_ops.backends.warehouses.duckdb import DuckDBWarehouse
+    from estore_ops.backends.registry import warehouse_backend
 
-    if isinstance(warehouse, DuckDBWarehouse):
-        from estore_ops.deploy.upgrade.tables_duckdb import DuckDBTableEditor
-
-        return DuckDBTableEditor(warehouse)
-    from estore_ops.deploy.upgrade.tables_bigquery import BigQueryTableEditor
-
-    return BigQueryTableEditor(warehouse)
+    return warehouse_backend(warehouse.url).table_editor(warehouse)  # its declaration names it (backends.registry)
 
 
 _SPACES = re.compile(r"\s+")

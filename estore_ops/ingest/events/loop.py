@@ -62,12 +62,11 @@ _ALREADY = "already "
 
 def open_source(rt: Runtime) -> ArrivalSource:
     """The arrival source for the configured landing area (see estore_ops.ingest.events)."""
-    from estore_ops.backends.stores import store_scheme
+    from estore_ops.backends.registry import store_backend
 
     landing_url = rt.settings.landing
-    scheme = store_scheme(landing_url).removeprefix("chaos+")
     notifications = rt.settings.notifications
-    if scheme == "gs":
+    if store_backend(landing_url).arrivals_by_notifications(landing_url):
         if not notifications:
             raise ConfigError(
                 f"watch --events on {landing_url} needs the Pub/Sub subscription of the bucket's notifications: set "
