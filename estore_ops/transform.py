@@ -237,8 +237,9 @@ def run_dbt(
         args += ["--exclude-resource-type", *skipped]
     vars = dict(vars or {})
     if target.get("type") == "bigquery" and target.get("api_endpoint"):
-        # An emulator: it cannot run the insert_overwrite partition script (see fct_events.sql).
-        vars.setdefault("fct_events_bigquery_strategy", "merge")
+        # An emulator keeps no partition modification times: find raw changes by file version
+        # instead (dbt/macros/raw_changes.sql).
+        vars.setdefault("raw_changes_from", "file_versions")
     if vars:
         args += ["--vars", json.dumps(vars, default=str)]
 
