@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from estore_ops.ingest import LoadResult, PendingFile
@@ -110,9 +111,11 @@ def render_dbt(out: Output, result: DbtRunResult, run_id: str) -> None:
 
 
 def render_headline(out: Output, data: dict[str, list[dict[str, Any]]]) -> None:
-    """The three headline tables: RFM segments, conversion funnel, churn."""
+    """The three headline tables: RFM segments, conversion funnel, churn. Money is exact: a
+    Decimal printed to the cent (in JSON a number whose digits are those cents)."""
     if out.json_mode:
-        out.json(data)
+        out.json({name: [{k: float(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in rows]
+                  for name, rows in data.items()})
         return
 
     def pct(value: float | None) -> str:
@@ -131,6 +134,7 @@ def render_headline(out: Output, data: dict[str, list[dict[str, Any]]]) -> None:
             ["purchased", out.num(f["purchased"]), pct(f["purchase_rate"]), pct(f["cart_to_purchase_rate"])],
         ], keys=["stage", "sessions", "of_all", "of_previous"])
     out.table("Churn by first-purchase cohort", ["Cohort", "Customers", "Churned", "Churn rate", "From", "To"], [
-        [r["cohort"], out.num(r["customers"]), out.num(r["churned"]), pct(r["churn_rate"]), r["cohort_start"], r["cohort_end"]]
+        ["all eligible" if r["metric_level"] == "cohort_overall" else r["time_period"][:7], out.num(r["customers"]),
+         out.num(r["churned"]), pct(r["churn_rate"]), r["cohort_start"], r["cohort_end"]]
         for r in data["churn"]
     ], keys=["cohort", "customers", "churned", "churn_rate", "from", "to"])
