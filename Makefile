@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: demo test drill bench tools clean help
 
 help:
-	@echo "make demo   - generate sample events, then scan, load, transform, snapshot and report (no cloud account)"
+	@echo "make demo   - generate sample events, then scan, load, transform, snapshot, report; writes data/report.html (no cloud account)"
 	@echo "make test   - install everything (incl. emulators) and run the test suite"
 	@echo "make drill  - long reliability drills (crash, concurrency)"
 	@echo "make bench  - performance benchmarks, writes bench/results and BENCHMARKS.md"

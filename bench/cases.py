@@ -55,6 +55,10 @@ FULL = {
     "transform_rows": [1_000_000, 10_000_000],
     "heavy_repeats": 3,  # cap for cases of tens of seconds per run (10M rows, dbt)
     "huge_repeats": 2,  # cap for the 10M-row dbt runs
+    "verify_files": 1_000,
+    "verify_rows": 10_000_000,
+    # freshness: files arriving at random over the window; the timer baseline ticks every timer_s.
+    "fresh_files": 50, "fresh_window_s": 60, "fresh_timer_s": 300, "fresh_catchup_s": 20, "fresh_idle_s": 30,
 }
 QUICK = {
     "load_big_rows": 20_000,
@@ -69,6 +73,9 @@ QUICK = {
     "transform_rows": [20_000],
     "heavy_repeats": 1,
     "huge_repeats": 1,
+    "verify_files": 20,
+    "verify_rows": 20_000,
+    "fresh_files": 8, "fresh_window_s": 6, "fresh_timer_s": 10, "fresh_catchup_s": 5, "fresh_idle_s": 3,
 }
 
 LOAD_WALL_TARGET = 1.15
@@ -82,6 +89,16 @@ STARTUP_TARGET_S = 0.6
 # sizes are reported only: there dbt's fixed cost (start-up, parse, ~10 model round trips) dominates.
 TRANSFORM_INCREMENTAL_TARGET = 0.3
 TRANSFORM_TARGET_MIN_ROWS = 10_000_000
+VERIFY_TARGET_S = 2.0  # issue 16: verify of 1,000 files / 10M rows on the embedded default, without --deep
+
+# The verify baseline: the one grouped query verify runs, alone, in a fresh process.
+BASELINE_GROUPED_COUNT = (
+    "import sys, duckdb\n"
+    "con = duckdb.connect(sys.argv[1], read_only=True)\n"
+    "n = con.execute('SELECT _source_file, _source_generation, count(*) FROM raw.events GROUP BY 1, 2').fetchall()\n"
+    "print(len(n), 'versions')\n"
+)
+CATCHUP_SCAN_TARGET_S = 2.0  # watch --events' catch-up scan of 100k objects (issue 15)
 
 # The engine baseline: DuckDB's own reader creating the table, nothing else.
 BASELINE_CTAS = (
@@ -402,7 +419,7 @@ def case_idle(ctx: Context) -> dict[str, Any]:
 class FakeGCSServer:
     """fake-gcs-server with the memory backend on a free port (objects are uploaded through its API)."""
 
-    def __init__(self, binary: Path, log: Path) -> None:
+    def __init__(self, binary: Path, log: Path, extra: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -411,8 +428,9 @@ class FakeGCSServer:
         self.log_path = log
         self.proc = subprocess.Popen(
             [str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port), "-backend", "memory",
-             "-log-level", "error", "-external-url", self.endpoint],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+             "-log-level", "error", "-external-url", self.endpoint, *(extra or [])],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, **(env or {})})
 
     def wait_ready(self, timeout: float = 60) -> float:
         started = time.perf_counter()
@@ -459,6 +477,23 @@ def case_listing(ctx: Context) -> dict[str, Any]:
         s.extra["us_per_object"] = round(s.wall / n * 1e6, 1)
         series.append(s)
         by[("local", n)] = s
+        if n == max(counts):
+            # The catch-up scan of `watch --events`: the same objects, all loaded (state as the
+            # loader leaves it after compaction), listed and classified; nothing printed per file.
+            state = run_dir / "state-settled"
+            _rm(state)
+            run_once(helper("state", str(landing), str(state), "--settled"), run_dir, helper_env())
+            c = Series(f"catch-up scan (scan, nothing new), local folder, {n:,} loaded objects", "subject", extra={"objects": n})
+            for _ in range(ctx.heavy()):
+                run = run_once(estore(*_flags(landing, state, wh), "scan"), run_dir, _estore_env(run_dir / "work"))
+                if "Nothing new" not in run.output:
+                    raise CommandFailed(f"the catch-up scan found pending files:\n{run.output[-1500:]}")
+                c.runs.append(run)
+            c.extra["us_per_object"] = round(c.wall / n * 1e6, 1)
+            series.append(c)
+            checks.append(_check(f"catch-up scan of {n:,} loaded objects (local folder, whole process)", c.wall,
+                                 CATCHUP_SCAN_TARGET_S, unit="s"))
+            _rm(state)
         _rm(landing)
     binary = _tools_dir() / "bin" / "fake-gcs-server"
     if not os.access(binary, os.X_OK):
@@ -638,6 +673,54 @@ def case_startup(ctx: Context) -> dict[str, Any]:
     return {"series": [s.as_dict() for s in (helps, show, floor, bare)], "checks": checks, "info": info}
 
 
+# -- 7. verify ----------------------------------------------------------------------------------------
+
+_VERIFIED = re.compile(r"verify: everything agrees; (\d+) file version\(s\) checked")
+
+
+def case_verify(ctx: Context) -> dict[str, Any]:
+    files, rows = ctx.sizes["verify_files"], ctx.sizes["verify_rows"]
+    run_dir = ctx.work / "verify"
+    landing = run_dir / "landing"
+    ctx.log(f"  splitting {rows:,} generated rows into {files:,} files")
+    split = run_once(helper("split", str(ctx.generated(rows)), str(landing), "--count", str(files)), run_dir, helper_env())
+    state, wh, work = _load_paths(run_dir)
+    env = _estore_env(work)
+    flags = _flags(landing, state, wh)
+    ctx.log(f"  loading them (setup, {split.wall_s:.1f}s to split)")
+    setup = _run_load(landing, run_dir, rows, files)
+
+    def run_verify(*extra: str) -> Any:
+        run = run_once(estore(*flags, "verify", *extra), run_dir, env)
+        found = _VERIFIED.search(run.output)
+        if not found or int(found.group(1)) != files:
+            raise CommandFailed(f"verify did not check {files} agreeing files:\n{run.output[-1500:]}")
+        return run
+
+    subject = Series(f"estore-ops verify, {files:,} files, {rows:,} rows", "subject", extra={"files": files, "rows": rows})
+    baseline = Series(f"the grouped count query alone (DuckDB, fresh process), {rows:,} rows", "baseline", extra={"rows": rows})
+    deep = Series(f"estore-ops verify --deep (recounts every file), {files:,} files, {rows:,} rows", "info",
+                  extra={"files": files, "rows": rows})
+    ctx.log(f"  verify vs the grouped query alone ({ctx.repeats} repeats), then --deep")
+    interleaved(ctx.repeats, (subject, run_verify),
+                (baseline, lambda: run_once(python("-c", BASELINE_GROUPED_COUNT, str(wh)), run_dir)))
+    interleaved(ctx.heavy(), (deep, lambda: run_verify("--deep")))
+    deep.extra["rows_per_s"] = round(rows / deep.wall)
+    checks = [
+        _check(f"verify, {files:,} files / {rows:,} rows, embedded, no --deep", subject.wall, VERIFY_TARGET_S, unit="s",
+               detail=f"grouped query alone {baseline.wall:.2f}s; verify --deep {deep.wall:.2f}s"),
+        _check("verify vs its grouped query alone", subject.wall / baseline.wall, None,
+               detail=f"{subject.wall:.2f}s vs {baseline.wall:.2f}s (state read, listing, lock, run record)"),
+    ]
+    info = {"setup_load_s": round(setup.wall_s, 1), "setup_split_s": round(split.wall_s, 1)}
+    _rm(run_dir)
+    return {"series": [s.as_dict() for s in (subject, baseline, deep)], "checks": checks, "info": info}
+def case_freshness(ctx: Context) -> dict[str, Any]:
+    from bench.freshness import case_freshness as run
+
+    return run(ctx)
+
+
 CASES: dict[str, Callable[[Context], dict[str, Any]]] = {
     "load": case_load,
     "large": case_large,
@@ -645,4 +728,6 @@ CASES: dict[str, Callable[[Context], dict[str, Any]]] = {
     "listing": case_listing,
     "transform": case_transform,
     "startup": case_startup,
+    "verify": case_verify,
+    "freshness": case_freshness,
 }

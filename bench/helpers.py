@@ -64,6 +64,31 @@ def cmd_tiny(a: argparse.Namespace) -> dict:
     return {"count": a.count, "bytes_each": len(data), "seconds": round(time.perf_counter() - started, 3)}
 
 
+def cmd_split(a: argparse.Namespace) -> dict:
+    """Split the event files of a folder into `count` files of about equal rows (DuckDB's writer)."""
+    import duckdb
+
+    src = sorted(str(p) for p in Path(a.source).iterdir() if p.name.endswith((".csv", ".csv.gz")))
+    dest = Path(a.dest)
+    parts = dest.parent / f".{dest.name}-parts"
+    started = time.perf_counter()
+    con = duckdb.connect()
+    con.execute("SET preserve_insertion_order = false")
+    con.execute(
+        "COPY (SELECT *, (row_number() OVER () % ?) AS part FROM read_csv(?, header = true, all_varchar = true)) "
+        f"TO '{parts}' (FORMAT csv, HEADER, PARTITION_BY (part), OVERWRITE_OR_IGNORE)", [a.count, src])
+    con.close()
+    dest.mkdir(parents=True, exist_ok=True)
+    for folder in parts.iterdir():
+        number = int(folder.name.split("=", 1)[1])
+        files = sorted(folder.iterdir())
+        for i, f in enumerate(files):
+            os.replace(f, dest / f"{a.stem}-{number:05d}{'-' + str(i) if i else ''}.csv")
+        folder.rmdir()
+    parts.rmdir()
+    return {"files": len(list(dest.iterdir())), "seconds": round(time.perf_counter() - started, 2)}
+
+
 def cmd_state(a: argparse.Namespace) -> dict:
     """Write the state document a completed load of every landing file would leave.
 
@@ -160,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--rows", type=int, default=3)
     t.add_argument("--seed", type=int, default=46)
     t.add_argument("--stem", default="events")
+    sp = sub.add_parser("split")
+    sp.add_argument("source")
+    sp.add_argument("dest")
+    sp.add_argument("--count", type=int, required=True)
+    sp.add_argument("--stem", default="events")
     s = sub.add_parser("state")
     s.add_argument("landing")
     s.add_argument("state")

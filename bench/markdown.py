@@ -14,6 +14,8 @@ TITLES = {
     "listing": "4. Listing scale: `scan` with 10k and 100k objects",
     "transform": "5. Transform: dbt vs the same compiled SQL in DuckDB",
     "startup": "6. Start-up",
+    "verify": "7. verify: 1,000 loaded files, 10M rows (embedded default)",
+    "freshness": "8. Freshness: landing to committed, `watch --events` vs the 5-minute timer",
 }
 
 

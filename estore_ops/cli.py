@@ -6,6 +6,7 @@ Errors from the library (EstoreError) become exit codes in one place: EstoreGrou
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -172,17 +173,18 @@ def scan(
     rt = _runtime()
     out = _output(json_out)
     result = jobs.scan(rt, prefix)
+    requests = getattr(rt.landing, "list_requests", None)  # Cloud Storage: pages of up to 1,000 objects
     if json_out:
-        out.json(result.as_dict())
+        out.json(result.as_dict() | ({"list_requests": requests} if requests is not None else {}))
         return
     if not result.pending:
-        out.line(f"Nothing new: {result.listed} file(s) listed, all loaded" + (
-            f" ({len(result.quarantined)} quarantined)." if result.quarantined else "."))
+        out.line(f"Nothing new: {result.listed} file(s) listed" + (f" in {requests} request(s)" if requests is not None else "")
+                 + ", all loaded" + (f" ({len(result.quarantined)} quarantined)." if result.quarantined else "."))
     else:
         out.table(
             f"{len(result.pending)} file(s) pending in {rt.landing.uri()}",
             ["File", "Size", "Updated", "Why"],
-            [[p.info.name, out.size(p.info.size), p.info.updated.strftime("%Y-%m-%d %H:%M:%S"), p.why] for p in result.pending],
+            [[p.info.name, out.size(p.info.size), p.info.updated.isoformat(" ", "seconds")[:19], p.why] for p in result.pending],
             keys=["file", "size_bytes", "updated", "why"] if not out.terminal else None,
         )
     if result.quarantined:
@@ -385,13 +387,53 @@ def snapshot(
 
 
 @app.command()
-def report(json_out: JsonOpt = False) -> None:
-    """Headline results from the marts: RFM segments, conversion funnel, churn by cohort."""
+def report(
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML page (charts, tables, load freshness) to this path.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Headline results from the marts: RFM segments, conversion funnel, churn by cohort (or an HTML page with --html)."""
     from estore_ops import jobs
     from estore_ops.render import render_headline
 
     rt = _runtime()
-    render_headline(_output(json_out), jobs.report(rt))
+    out = _output(json_out)
+    if html is None:
+        render_headline(out, jobs.report(rt))
+        return
+    page = jobs.report_html(rt, html)
+    if json_out:
+        out.json(page.as_dict())
+    else:
+        out.line(f"Report written: {page.path} ({out.size(page.bytes)}, {len(page.charts)} charts). Open it in a browser; it works offline.")
+
+
+@app.command()
+def verify(
+    deep: Annotated[bool, typer.Option("--deep", help="Recount the rows of every landing file (DuckDB's reader; on GCP a BigQuery external table over gs://).")] = False,
+    since: Annotated[Optional[datetime], typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"], help="Only events at or after this UTC date/time (BigQuery prunes partitions).")] = None,
+    until: Annotated[Optional[datetime], typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"], help="Only events before this UTC date/time.")] = None,
+    prefix: Annotated[str, typer.Option(help="Only files under this prefix.")] = "",
+    fail_on_gone: Annotated[bool, typer.Option("--fail-on-gone", help="A loaded file missing from the landing area is a failure (default: reported only).")] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="List every file, not only those that need a look.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check that the warehouse holds exactly what landed: rows per file version vs the state and the files. Exit 1 on a mismatch."""
+    from estore_ops import jobs
+
+    rt = _runtime()
+    out = _output(json_out)
+    result = jobs.verify(rt, deep=deep, since=_utc(since), until=_utc(until), fail_on_gone=fail_on_gone, prefix=prefix)
+    result.render(out, show_all)
+    if not result.ok:
+        listed = ", ".join(f"{c.name} ({c.verdict})" for c in result.problems[:10])
+        more = f" and {len(result.problems) - 10} more" if len(result.problems) > 10 else ""
+        raise JobFailedError(f"verify: {len(result.problems)} problem(s): {listed}{more}" if not json_out else "")
+
+
+def _utc(moment: Optional[datetime]) -> Optional[datetime]:
+    from datetime import timezone
+
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
 # -- unattended operation -----------------------------------------------------------------------
@@ -399,15 +441,37 @@ def report(json_out: JsonOpt = False) -> None:
 
 @app.command()
 def watch(
-    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between ticks.")] = 300,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between ticks (with --events: between scans while notifications are unavailable).")] = 300,
     once: Annotated[bool, typer.Option("--once", help="One tick, then exit with its outcome (for a timer).")] = False,
+    events: Annotated[bool, typer.Option("--events", help="React to arrivals: OS notifications on a local folder, Pub/Sub on GCS; polling is the safety net.")] = False,
+    notifications: Annotated[Optional[str], typer.Option(help="With --events on GCS: pubsub://PROJECT/SUBSCRIPTION of the bucket's notifications.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Loop: scan, load new files, transform once per tick when something loaded. Stops cleanly on SIGTERM/SIGINT."""
+    """Loop: scan, load new files, transform once per tick when something loaded. Stops cleanly on SIGTERM/SIGINT.
+
+    With --events: load files seconds after they land (a catch-up scan every catchup_interval), and transform
+    once arrivals pause (transform_quiet_period) or at most every transform_min_interval."""
     from estore_ops.watch import watch as run_watch
 
-    _runtime()  # validate the configuration before the first tick
+    if notifications is not None:
+        _Globals.flags["notifications"] = notifications
+    rt = _runtime()  # validate the configuration before the first tick
     out = _output(json_out)
+    if events:
+        if once:
+            raise ConfigError("--events runs until stopped; --once is the timer's single tick. Use one of them.")
+        from estore_ops.watch import watch_events
+
+        def on_line(line: str, data: Any) -> None:
+            if json_out:  # one JSON object per line: the loop runs for days
+                import json
+
+                sys.stdout.write(_redacted(json.dumps(data | {"line": line}, default=str)) + "\n")
+            else:
+                out.line(line)
+            sys.stdout.flush()
+
+        raise typer.Exit(watch_events(rt, interval, on_line))
 
     def on_tick(line: str, result: Any) -> None:
         if json_out:
@@ -538,18 +602,24 @@ def systemd_install(
     work_dir: Annotated[Path, typer.Option(help="Scratch folder (dbt target, downloads).")] = Path("/var/lib/estore-ops/work"),
     credential_file: Annotated[Path, typer.Option(help="Root-only file with the Slack token (LoadCredential=).")] = Path("/etc/estore-ops/credentials/slack_token"),
     unit_dir: Annotated[Path, typer.Option(help="Where unit files go.")] = Path("/etc/systemd/system"),
+    verify_calendar: Annotated[str, typer.Option(help="When the weekly `estore-ops verify` runs (systemd OnCalendar=).")] = "Mon *-*-* 03:00:00",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the units and commands; change nothing.")] = False,
+    ingest: Annotated[str, typer.Option(help="timer: the 5-minute ingest timer; events: the long-running `watch --events` service. The other is disabled.")] = "timer",
     json_out: JsonOpt = False,
 ) -> None:
     """Write the units (with this installation's real paths), reload systemd and enable the timers."""
     from estore_ops.deploy import install, render_units
 
+    if ingest not in ("timer", "events"):
+        raise ConfigError(f"--ingest must be timer (the 5-minute ingest timer) or events (the watch --events service), got {ingest!r}.")
     out = _output(json_out)
-    units = render_units(user=user, env_file=env_file, state_dir=state_dir, work_dir=work_dir, credential_file=credential_file)
-    result = install(units, unit_dir=unit_dir, dry_run=dry_run)
+    units = render_units(user=user, env_file=env_file, state_dir=state_dir, work_dir=work_dir, credential_file=credential_file,
+                         verify_calendar=verify_calendar)
+    result = install(units, unit_dir=unit_dir, dry_run=dry_run, ingest=ingest)
     if json_out:
         out.json({"dry_run": result.dry_run, "files": {str(k): v for k, v in result.files.items()},
-                  "commands": [" ".join(c) for c in result.commands], "timers": result.timers})
+                  "commands": [" ".join(c) for c in result.commands], "timers": result.timers,
+                  "ingest": result.ingest, "services": result.services})
         return
     if dry_run:
         for path, text in result.files.items():
@@ -559,7 +629,8 @@ def systemd_install(
     for cmd in result.commands:
         out.line(("  " if dry_run else "ran: ") + " ".join(cmd))
     if not dry_run:
-        out.line(f"Installed {len(result.files)} unit(s); timers enabled: {', '.join(result.timers)}.")
+        out.line(f"Installed {len(result.files)} unit(s); timers enabled: {', '.join(result.timers)}"
+                 + (f"; services enabled: {', '.join(result.services)}." if result.services else "."))
 
 
 @systemd_app.command("status")

@@ -79,6 +79,12 @@ FIELDS: tuple[Field, ...] = (
     Field("health_transform_max_age", 93600, int, "Seconds after which the transform heartbeat is stale."),
     Field("health_snapshot_max_age", 691200, int, "Seconds after which the snapshot heartbeat is stale."),
     Field("log_format", "auto", str, "auto (text on a terminal, JSON lines otherwise), text or json."),
+    # watch --events (estore_ops.events)
+    Field("notifications", "", str, "Where `watch --events` hears about new landing files on GCS: pubsub://PROJECT/SUBSCRIPTION (a local landing folder is watched by the OS)."),
+    Field("gather_window", 1.0, float, "watch --events: seconds to gather arrivals that come close together into one load."),
+    Field("catchup_interval", 600, int, "watch --events: seconds between catch-up scans of the whole landing area (a lost notification waits at most this long)."),
+    Field("transform_min_interval", 900, int, "watch --events: at most one transform per this many seconds while files keep arriving."),
+    Field("transform_quiet_period", 60, int, "watch --events: one more transform once no file has loaded for this many seconds."),
 )
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 
@@ -194,6 +200,27 @@ def validate_location(key: str, value: str, origin: str) -> None:
     raise ConfigError(f"{where}: unknown scheme {scheme!r}; use a folder path, file:///path or gs://BUCKET/prefix.")
 
 
+_PROJECT_RE = re.compile(r"^[a-z][a-z0-9.:-]{3,61}[a-z0-9]$")
+# Pub/Sub resource names: 3-255 characters, a letter first, then letters, digits and - _ . ~ + %.
+_SUBSCRIPTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.~+%-]{2,254}$")
+
+
+def validate_notifications(value: str, origin: str) -> None:
+    """`pubsub://PROJECT/SUBSCRIPTION`: the subscription `watch --events` pulls bucket notifications from."""
+    where = f"notifications = {value!r} (from {origin})"
+    parsed = urlparse(value)
+    if parsed.scheme != "pubsub":
+        raise ConfigError(f"{where} is not a Pub/Sub subscription: write pubsub://PROJECT/SUBSCRIPTION.")
+    subscription = parsed.path.strip("/")
+    if not _PROJECT_RE.match(parsed.netloc) or parsed.query:
+        raise ConfigError(f"{where}: {parsed.netloc!r} is not a project id; write pubsub://PROJECT/SUBSCRIPTION.")
+    if not _SUBSCRIPTION_RE.match(subscription) or subscription.startswith("goog"):
+        raise ConfigError(
+            f"{where}: {subscription!r} is not a subscription name (3-255 letters, digits or - _ . ~ + %, "
+            "starting with a letter, not with 'goog'); write pubsub://PROJECT/SUBSCRIPTION."
+        )
+
+
 def find_config_file(explicit: str | os.PathLike[str] | None, cwd: Path | None = None) -> Path | None:
     if explicit:
         path = Path(explicit).expanduser()
@@ -282,11 +309,13 @@ def load_settings(
             f"work_dir from {sources['work_dir']} is {values['work_dir']!r}, which contains one of * ? [ ] {{ }}: "
             "DuckDB's reader would take those as a file pattern. Choose a folder without them."
         )
+    if values["notifications"]:
+        validate_notifications(values["notifications"], sources["notifications"])
     if values["log_format"] not in ("auto", "text", "json"):
         raise ConfigError(f"log_format from {sources['log_format']} must be auto, text or json, got {values['log_format']!r}.")
     return Settings(values, sources, path)
 
 
 # ESTORE_* variables that are not settings: drill hooks (estore_ops.faults) and the test tools folder.
-_RESERVED_ENV = {"fault_point", "pause_point", "tools_dir"}
+_RESERVED_ENV = {"fault_point", "pause_point", "drop_point", "tools_dir"}
 

@@ -65,4 +65,9 @@ def run_demo(rt: Runtime, out: Output) -> None:
 
     out.line("6. Headline results", style="bold")
     render_headline(out, jobs.report(rt))
-    out.line(f"Done. Warehouse: {rt.settings.warehouse}. Try `estore-ops runs`, `estore-ops cursor show`, `estore-ops health`.")
+
+    out.line("7. The report page: charts and tables in one self-contained HTML file", style="bold")
+    page = jobs.report_html(rt, folder.parent / "report.html")
+    out.line(f"Done. Warehouse: {rt.settings.warehouse}. Try `estore-ops verify`, `estore-ops runs`, "
+             "`estore-ops cursor show`, `estore-ops health`. Open the report in a browser (it works offline):")
+    out.line(f"Report: {page.path}")

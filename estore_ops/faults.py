@@ -43,3 +43,13 @@ def pause_point(name: str) -> None:
     deadline = time.monotonic() + 120
     while not Path(folder, "release").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+def dropped(name: str, subject: str = "") -> bool:
+    """`ESTORE_DROP_POINT=name@SUBJECT`: pretend this notification was lost (an inotify queue
+    overflow, a Pub/Sub message that never came), so drills can show the catch-up scan finds it."""
+    spec = os.environ.get("ESTORE_DROP_POINT")
+    if not spec:
+        return False
+    target, _, only = spec.partition("@")
+    return target == name and (not only or only == subject)

@@ -179,8 +179,15 @@ def plan_load(
     files: Sequence[str] = (),
     prefix: str = "",
     force: bool = False,
+    skip_missing: bool = False,
+    accept: Callable[[ObjectInfo], bool] | None = None,
 ) -> tuple[list[PendingFile], list[dict[str, str]]]:
-    """Which file versions to load now, and which asked-for files are skipped (with why)."""
+    """Which file versions to load now, and which asked-for files are skipped (with why).
+
+    `skip_missing`: an asked-for file that no longer exists is skipped instead of refused (the
+    event loop names files that may be deleted before it gets to them). `accept`: only pending
+    files it accepts are loaded now (the event loop leaves files still being written for later).
+    """
     skipped: list[dict[str, str]] = []
     if files:
         chosen: list[PendingFile] = []
@@ -190,6 +197,9 @@ def plan_load(
             try:
                 info = retry_call(landing.stat, name, what=f"stat {landing.uri(name)}")
             except ObjectNotFoundError:
+                if skip_missing:
+                    skipped.append({"name": name, "why": "no longer in the landing area"})
+                    continue
                 raise ConfigError(f"--file {name}: no such file in the landing area {landing.uri()}.") from None
             verdict = classify(info, state, max_attempts)
             if isinstance(verdict, PendingFile):
@@ -200,9 +210,9 @@ def plan_load(
                 hint = "cursor reset --file" if verdict == QUARANTINED else "--force"
                 skipped.append({"name": name, "why": f"already {verdict} (use {hint} to load it again)"})
         chosen.sort(key=lambda p: (p.info.generation, p.info.name))
-        return chosen, skipped
+        return _accepted(chosen, skipped, accept), skipped
     result = scan(landing, state, max_attempts, prefix)
-    chosen = list(result.pending)
+    chosen = _accepted(list(result.pending), skipped, accept)
     if force:
         seen = {p.info.name for p in chosen}
         forced = [
@@ -215,6 +225,20 @@ def plan_load(
         if not force:
             skipped.append({"name": info.name, "why": "quarantined (use cursor reset --file to retry)"})
     return chosen, skipped
+
+
+def _accepted(
+    chosen: list[PendingFile], skipped: list[dict[str, str]], accept: Callable[[ObjectInfo], bool] | None
+) -> list[PendingFile]:
+    if accept is None:
+        return chosen
+    kept = []
+    for pending in chosen:
+        if accept(pending.info):
+            kept.append(pending)
+        else:
+            skipped.append({"name": pending.info.name, "why": "not complete yet (still being written)"})
+    return kept
 
 
 def load_files(
@@ -232,6 +256,8 @@ def load_files(
     on_file: Callable[[FileOutcome], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     checkpoint_seconds: float = 1.0,
+    skip_missing: bool = False,
+    accept: Callable[[ObjectInfo], bool] | None = None,
 ) -> LoadResult:
     """Load pending files into the warehouse and advance the state after their commits.
 
@@ -240,7 +266,7 @@ def load_files(
     """
     started = time.monotonic()
     snapshot = state_store.read()
-    planned, skipped = plan_load(landing, snapshot.state, max_attempts, files, prefix, force)
+    planned, skipped = plan_load(landing, snapshot.state, max_attempts, files, prefix, force, skip_missing, accept)
     result = LoadResult(run_id, planned=planned, skipped=skipped, dry_run=dry_run)
     if on_start:
         on_start(planned)

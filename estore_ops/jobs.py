@@ -14,11 +14,16 @@ from estore_ops.ingest import LoadResult, PendingFile, ScanResult
 from estore_ops.retry import retry_call
 from estore_ops.runtime import Runtime
 from estore_ops.state import Snapshot
+from estore_ops.stores.base import ObjectInfo
 from estore_ops.tracking import run_lock, tracked_job
 from estore_ops.warehouses.base import FileOutcome
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from estore_ops.html_report import HtmlReport
     from estore_ops.transform import DbtRunResult
+    from estore_ops.verify import VerifyResult
 
 
 def scan(rt: Runtime, prefix: str = "") -> ScanResult:
@@ -35,6 +40,8 @@ def _load(
     on_start: Callable[[list[PendingFile]], None] | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    skip_missing: bool = False,
+    accept: Callable[[ObjectInfo], bool] | None = None,
 ) -> LoadResult:
     def stop() -> bool:
         return bool(rt.lock is not None and rt.lock.lost.is_set()) or bool(should_stop and should_stop())
@@ -45,7 +52,7 @@ def _load(
             run_id=rt.run_id, landing=rt.landing, state_store=rt.state, warehouse=warehouse,
             max_attempts=rt.settings.max_attempts, files=files, prefix=prefix, force=force,
             dry_run=dry_run, on_start=on_start, on_file=on_file, should_stop=stop,
-            checkpoint_seconds=rt.settings.state_checkpoint_seconds,
+            checkpoint_seconds=rt.settings.state_checkpoint_seconds, skip_missing=skip_missing, accept=accept,
         )
     finally:
         warehouse.close()
@@ -181,6 +188,20 @@ def ingest_tick(rt: Runtime, should_stop: Callable[[], bool] | None = None) -> T
         return result
 
 
+def ingest_arrivals(
+    rt: Runtime,
+    files: Sequence[str] = (),
+    accept: Callable[[ObjectInfo], bool] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> LoadResult:
+    """One batch of `watch --events`: load the files named (or, with none, every pending file
+    that `accept` takes: the catch-up scan), as a tracked `watch` job under the run lock."""
+    with tracked_job(rt, "watch") as record:
+        result = _load(rt, files=files, should_stop=should_stop, skip_missing=True, accept=accept)
+        _record_load(record, result)
+        return result
+
+
 def cursor_show(rt: Runtime) -> dict[str, Any]:
     snap = rt.state.read()
     return ingest.cursor_summary(snap.state, rt.state.location) | {"generation": snap.generation}
@@ -265,6 +286,60 @@ def report(rt: Runtime) -> dict[str, list[dict[str, Any]]]:
     warehouse = rt.warehouse(read_only=True)
     try:
         return headline(warehouse)
+    finally:
+        warehouse.close()
+
+
+def verify(
+    rt: Runtime,
+    deep: bool = False,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    fail_on_gone: bool = False,
+    prefix: str = "",
+) -> VerifyResult:
+    """Compare the warehouse, the state and the landing files (see estore_ops.verify).
+
+    Runs under the lock (a load in progress would make the counts disagree for a moment), is
+    recorded in the run history, and a mismatch alerts once per problem (deduplicated).
+    """
+    from estore_ops import verify as audit
+
+    with tracked_job(rt, "verify") as record:
+        state = rt.state.read().state
+        listing = audit.list_landing(rt.landing, prefix)
+        warehouse = rt.warehouse(read_only=True)
+        try:
+            result = audit.verify(state, listing, warehouse, rt.landing, deep=deep, since=since, until=until,
+                                  fail_on_gone=fail_on_gone, prefix=prefix)
+        finally:
+            warehouse.close()
+        result.run_id = rt.run_id
+        record.failures += [
+            {"subject": c.name, "error": f"{c.verdict}: {c.detail}. Fix: {c.fix}"} for c in result.problems
+        ]
+        return result
+
+
+def report_html(rt: Runtime, path: Path) -> HtmlReport:
+    """Write the self-contained HTML report: marts for the numbers, the state for the freshness."""
+    from estore_ops.documents import JsonDocument
+    from estore_ops.html_report import build_report
+    from estore_ops.html_report.data import Freshness
+
+    state = rt.state.read().state
+    summary = ingest.cursor_summary(state, rt.state.location)
+    pending = ingest.scan(rt.landing, state, rt.settings.max_attempts).pending
+    beats, _ = JsonDocument(rt.state_backend, health.HEARTBEATS_NAME).read()
+    newest = summary["newest_loaded"] or {}
+    freshness = Freshness(
+        newest_file=newest.get("name"), newest_loaded_at=newest.get("loaded_at"), loaded_files=summary["counts"]["loaded"],
+        pending=[p.info.name for p in pending], failed=summary["problems"],
+        last_transform=beats.get("transform", {}).get("at"), data_loaded=beats.get("data_loaded", {}).get("at"),
+    )
+    warehouse = rt.warehouse(read_only=True)
+    try:
+        return build_report(warehouse, freshness, path)
     finally:
         warehouse.close()
 

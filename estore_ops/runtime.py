@@ -49,6 +49,19 @@ class Runtime:
         set_run_id(fresh.run_id)
         return fresh
 
+    def fork(self) -> Runtime:
+        """A new run id over the same settings and the same open stores (a long-running loop
+        starts one job per batch; opening a Cloud Storage client per batch would cost more than
+        the batch)."""
+        from estore_ops.logs import set_run_id
+
+        fresh = Runtime(self.settings)
+        for name in ("landing", "state_backend", "state"):
+            if name in self.__dict__:
+                fresh.__dict__[name] = self.__dict__[name]
+        set_run_id(fresh.run_id)
+        return fresh
+
     def warehouse(self, read_only: bool = False) -> Warehouse:
         return open_warehouse(
             self.settings.warehouse, work_dir=self.work_dir, read_only=read_only,

@@ -1,5 +1,8 @@
 """`estore-ops watch`: the foreground loop that replaces the Dagster sensors.
 
+`watch --events` runs the event loop instead (estore_ops.events.loop): files load seconds after
+they land, with the same stop handling.
+
 Every interval: one ingest tick (scan, load, and one dbt build when data arrived), under the run
 lock for the length of the tick only, so the daily transform and weekly snapshot timers can run in
 between. SIGTERM / SIGINT stop the loop: a tick in progress finishes the file it is loading, skips
@@ -92,3 +95,21 @@ def _loop(
         stop.event.wait(interval)
     log.info("stopped by %s", stop.signal_name or "request")
     return 0
+
+
+def watch_events(
+    rt: Runtime, interval: float, on_line: Callable[[str, dict[str, Any]], None] | None = None
+) -> int:
+    """`watch --events` until SIGTERM / SIGINT; returns the exit code (0 after a clean stop)."""
+    from estore_ops.events.loop import EventLoop, open_source
+
+    stop = StopFlag()
+    previous = stop.install()
+    try:
+        loop = EventLoop(rt, open_source(rt), interval, should_stop=stop, wait=stop.event.wait, on_line=on_line)
+        code = loop.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("stopped by %s", stop.signal_name or "request")
+    return code

@@ -16,6 +16,7 @@ locals {
     "compute.googleapis.com",
     "iam.googleapis.com",
     "iap.googleapis.com",
+    "pubsub.googleapis.com",
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
   ]) : toset([])
@@ -211,7 +212,7 @@ resource "google_compute_instance" "vm" {
   name         = local.vm_name
   zone         = var.zone
   machine_type = var.machine_type
-  description  = "Runs estore-ops under systemd timers (ingest, transform, snapshot, health)."
+  description  = "Runs estore-ops under systemd timers (ingest, transform, snapshot, health, verify)."
 
   can_ip_forward            = false
   allow_stopping_for_update = true
@@ -246,14 +247,17 @@ resource "google_compute_instance" "vm" {
     block-project-ssh-keys = "TRUE"
     serial-port-enable     = "FALSE"
     startup-script = templatefile("${path.module}/startup.sh.tftpl", {
-      project_id    = var.project_id
-      bucket        = google_storage_bucket.landing.name
-      location      = var.location
-      raw_dataset   = google_bigquery_dataset.estore["raw"].dataset_id
-      slack_channel = var.slack_channel
-      secret_name   = google_secret_manager_secret.slack_token.id
-      repo_url      = var.repo_url
-      repo_ref      = var.repo_ref
+      project_id      = var.project_id
+      bucket          = google_storage_bucket.landing.name
+      location        = var.location
+      raw_dataset     = google_bigquery_dataset.estore["raw"].dataset_id
+      slack_channel   = var.slack_channel
+      secret_name     = google_secret_manager_secret.slack_token.id
+      repo_url        = var.repo_url
+      repo_ref        = var.repo_ref
+      verify_schedule = var.verify_schedule
+      notifications   = "pubsub://${var.project_id}/${google_pubsub_subscription.landing_events.name}"
+      ingest          = var.ingest
     })
   }
 

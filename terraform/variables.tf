@@ -197,3 +197,14 @@ variable "labels" {
     error_message = "Label keys and values must be lower-case letters, digits, '_' or '-' (keys start with a letter, 63 characters at most)."
   }
 }
+
+variable "verify_schedule" {
+  description = "When the VM runs `estore-ops verify` (the integrity audit that alerts when the warehouse no longer matches the landed files), as a systemd OnCalendar= expression in the VM's time zone (UTC)."
+  type        = string
+  default     = "Mon *-*-* 03:00:00"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9 ,.*:/~+_-]{1,100}$", var.verify_schedule))
+    error_message = "verify_schedule must be a systemd OnCalendar= expression such as \"Mon *-*-* 03:00:00\" (check it with systemd-analyze calendar)."
+  }
+}

@@ -239,3 +239,109 @@ def gcs_bucket(fake_gcs: FakeGCS) -> str:
 def bq_dataset(bq_emulator: BQEmulator) -> str:
     """A new, empty dataset for one test."""
     return bq_emulator.create_dataset()
+
+
+# -- Pub/Sub: Google's emulator, and fake-gcs-server publishing object notifications to it ----------
+
+
+@dataclass
+class PubSubEmulator:
+    host: str  # 127.0.0.1:PORT, for PUBSUB_EMULATOR_HOST
+    server: Server
+    project: str = PROJECT
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PUBSUB_EMULATOR_HOST": self.host}
+
+    def publisher(self) -> Any:
+        from google.cloud import pubsub_v1
+
+        with mock.patch.dict(os.environ, self.env):
+            return pubsub_v1.PublisherClient()
+
+    def subscriber(self) -> Any:
+        from google.cloud import pubsub_v1
+
+        with mock.patch.dict(os.environ, self.env):
+            return pubsub_v1.SubscriberClient()
+
+    def topic(self, name: str) -> str:
+        path = f"projects/{self.project}/topics/{name}"
+        publisher = self.publisher()
+        try:
+            publisher.create_topic(name=path)
+        except Exception as exc:  # noqa: BLE001 - AlreadyExists is fine
+            if "AlreadyExists" not in type(exc).__name__:
+                raise
+        return path
+
+    def subscription(self, name: str, topic: str) -> str:
+        path = f"projects/{self.project}/subscriptions/{name}"
+        with self.subscriber() as subscriber:
+            subscriber.create_subscription(request={"name": path, "topic": topic, "ack_deadline_seconds": 10})
+        return path
+
+    def pull(self, subscription: str, max_messages: int = 100, ack: bool = True) -> list[Any]:
+        """What is waiting on a subscription now (synchronous pull; the messages are acknowledged)."""
+        with self.subscriber() as subscriber:
+            response = subscriber.pull(request={"subscription": subscription, "max_messages": max_messages,
+                                                "return_immediately": True}, timeout=10)
+            received = list(response.received_messages)
+            if ack and received:
+                subscriber.acknowledge(request={"subscription": subscription, "ack_ids": [m.ack_id for m in received]})
+        return [m.message for m in received]
+
+
+def start_pubsub_emulator(log_path: Path, port: int | None = None) -> tuple[Server, int]:
+    """`gcloud beta emulators pubsub start` (Java, from google-cloud-cli-pubsub-emulator) on 127.0.0.1."""
+    import shutil
+
+    gcloud = shutil.which("gcloud")
+    if not gcloud:
+        pytest.fail("gcloud is not installed: run `make tools` (tests/tools/install-pubsub-emulator.sh).", pytrace=False)
+    config = log_path.parent / f"gcloud-config-{log_path.stem}"
+    env = {**os.environ, "CLOUDSDK_CONFIG": str(config), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+           "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1", "CLOUDSDK_CORE_DISABLE_USAGE_REPORTING": "1"}
+
+    def argv(p: int) -> list[str]:
+        return [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{p}", f"--project={PROJECT}"]
+
+    if port is not None:
+        server = Server("pubsub emulator", argv(port), env, log_path, f"http://127.0.0.1:{port}/")
+        server.wait_ready(START_TIMEOUT * 2)
+        return server, port
+    return _start("pubsub emulator", argv, env, log_path, lambda p: f"http://127.0.0.1:{p}/")
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
+    log = tmp_path_factory.mktemp("logs") / "pubsub-emulator.log"
+    server, port = start_pubsub_emulator(log)
+    try:
+        yield PubSubEmulator(f"127.0.0.1:{port}", server)
+    finally:
+        server.stop()
+
+
+def start_fake_gcs(root: Path, log: Path, extra: list[str] = (), env: dict[str, str] | None = None) -> FakeGCS:  # type: ignore[assignment]
+    """Another fake-gcs-server on `root` (e.g. one that publishes notifications: `-event.*` flags)."""
+    binary = _tool("fake-gcs-server")
+    server, port = _start(
+        "fake-gcs-server",
+        lambda port: [
+            str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+            "-backend", "filesystem", "-filesystem-root", str(root), "-log-level", "info",
+            "-external-url", f"http://127.0.0.1:{port}", *extra,
+        ],
+        {**os.environ, **(env or {})},
+        log,
+        lambda port: f"http://127.0.0.1:{port}/storage/v1/b",
+    )
+    return FakeGCS(f"http://127.0.0.1:{port}", root, server)
+
+
+def notification_flags(topic: str, prefix: str = "landing/") -> list[str]:
+    """fake-gcs-server publishes an OBJECT_FINALIZE message per object written under `prefix`."""
+    return ["-event.pubsub-project-id", PROJECT, "-event.pubsub-topic", topic, "-event.object-prefix", prefix,
+            "-event.list", "finalize"]

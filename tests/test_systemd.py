@@ -23,9 +23,12 @@ JOB_COMMANDS = {
     "estore-ops-transform.service": "transform",
     "estore-ops-snapshot.service": "snapshot",
     "estore-ops-health.service": "health",
+    "estore-ops-verify.service": "verify",
 }
-TIMERS = ["estore-ops-health.timer", "estore-ops-ingest.timer", "estore-ops-snapshot.timer", "estore-ops-transform.timer"]
+TIMERS = ["estore-ops-health.timer", "estore-ops-ingest.timer", "estore-ops-snapshot.timer", "estore-ops-transform.timer",
+          "estore-ops-verify.timer"]
 ALERT = "estore-ops-alert@.service"
+WATCH = "estore-ops-watch.service"
 
 
 def _analyze() -> str:
@@ -89,7 +92,7 @@ def _directives(text: str) -> dict[str, list[str]]:
 
 def test_renders_the_expected_units(layout):
     units = _render(layout)
-    assert sorted(units) == sorted([*JOB_COMMANDS, *TIMERS, ALERT])
+    assert sorted(units) == sorted([*JOB_COMMANDS, *TIMERS, ALERT, WATCH])
     for name, text in units.items():
         assert "@" not in re.sub(r"estore-ops-alert@|@system-service|@privileged|@resources", "", text), name
         assert text.endswith("\n")
@@ -113,7 +116,7 @@ def test_services_run_the_cli_as_oneshot_with_alerts(layout):
 
 def test_services_are_hardened_and_unprivileged(layout):
     units = _render(layout)
-    for name in [*JOB_COMMANDS, ALERT]:
+    for name in [*JOB_COMMANDS, ALERT, WATCH]:
         d = _directives(units[name])
         assert d["User"] == ["estore"]
         assert d["EnvironmentFile"] == [str(layout["env_file"])]
@@ -128,6 +131,36 @@ def test_services_are_hardened_and_unprivileged(layout):
         }.items():
             assert d.get(key) == [value], (name, key)
         assert "MemoryDenyWriteExecute" not in d  # breaks some Python wheels
+
+
+def test_watch_service_is_a_long_running_notify_service_that_excludes_the_ingest_timer(layout):
+    d = _directives(_render(layout)[WATCH])
+    assert d["ExecStart"] == [f"{layout['exe']} watch --events"]
+    assert d["Type"] == ["notify"] and d["Restart"] == ["on-failure"]
+    assert d["WatchdogSec"] and d["TimeoutStopSec"]
+    assert d["OnFailure"] == ["estore-ops-alert@%n.service"]
+    assert d["Conflicts"] == ["estore-ops-ingest.timer estore-ops-ingest.service"]
+    assert d["WantedBy"] == ["multi-user.target"]
+
+
+@pytest.mark.parametrize("ingest", ["timer", "events"])
+def test_install_enables_one_ingest_mode_and_disables_the_other_first(layout, monkeypatch, ingest):
+    monkeypatch.setattr(sd, "_user_exists", lambda user: True)
+    run = FakeRun()
+    result = install(_render(layout), unit_dir=layout["root"] / "u", dry_run=False, run=run, ingest=ingest)
+    enable = [c for c in run.calls if c[1:3] == ["enable", "--now"]]
+    disable = [c for c in run.calls if c[1:3] == ["disable", "--now"]]
+    assert len(enable) == 1 and len(disable) == 1
+    assert run.calls.index(disable[0]) < run.calls.index(enable[0])  # never both, not even for a moment
+    if ingest == "events":
+        assert disable[0][3:] == ["estore-ops-ingest.timer"]
+        assert enable[0][3:] == [t for t in TIMERS if t != "estore-ops-ingest.timer"] + [WATCH]
+        assert result.services == [WATCH]
+    else:
+        assert disable[0][3:] == [WATCH]
+        assert enable[0][3:] == TIMERS and result.services == []
+    with pytest.raises(DeployError, match="--ingest must be one of"):
+        install(_render(layout), unit_dir=layout["root"] / "u", dry_run=True, run=_no_run, ingest="both")
 
 
 def test_timers(layout):
@@ -178,7 +211,7 @@ def test_security_exposure_is_low(layout):
     analyze = _analyze()
     folder = layout["root"] / "units"
     _write(_render(layout), folder)
-    for name in [*JOB_COMMANDS, "estore-ops-alert@.service"]:
+    for name in [*JOB_COMMANDS, "estore-ops-alert@.service", WATCH]:
         proc = subprocess.run(
             [analyze, "security", "--offline=true", "--man=no", "--threshold=20", str(folder / name)],
             capture_output=True, text=True, cwd=folder, timeout=60,
@@ -212,6 +245,7 @@ SCHEDULES = {
     "estore-ops-transform.timer": lambda t: t.hour == 0 and t.minute == 0,  # daily 00:00
     "estore-ops-snapshot.timer": lambda t: t.weekday() == 6 and t.hour == 1 and t.minute == 0,  # Sunday 01:00
     "estore-ops-health.timer": lambda t: t.minute % 15 == 0,  # every 15 minutes
+    "estore-ops-verify.timer": lambda t: t.weekday() == 0 and t.hour == 3 and t.minute == 0,  # Monday 03:00
 }
 
 
@@ -298,7 +332,8 @@ def test_install_dry_run_touches_nothing(layout, monkeypatch):
     assert result.files[unit_dir / "estore-ops-ingest.timer"] == units["estore-ops-ingest.timer"]
     assert result.user == "estore" and result.user_created
     assert result.commands[0][:2] == ["useradd", "--system"]
-    assert result.commands[-2:] == [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", *TIMERS]]
+    assert result.commands[-3:] == [["systemctl", "daemon-reload"], ["systemctl", "disable", "--now", WATCH],
+                                    ["systemctl", "enable", "--now", *TIMERS]]
 
 
 def test_install_writes_units_then_reloads_and_enables_timers(layout, monkeypatch):
@@ -316,7 +351,8 @@ def test_install_writes_units_then_reloads_and_enables_timers(layout, monkeypatc
         "--shell", "/usr/sbin/nologin", "--comment", "estore-ops jobs", "estore",
     ]
     assert ["install", "-d", "-m", "0750", "-o", "estore", "-g", "estore", str(layout["work"])] in run.calls
-    assert run.calls[-2:] == [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", *TIMERS]]
+    assert run.calls[-3:] == [["systemctl", "daemon-reload"], ["systemctl", "disable", "--now", WATCH],
+                              ["systemctl", "enable", "--now", *TIMERS]]
     assert not list(unit_dir.glob(".*"))  # no temporary files left behind
 
 

@@ -248,7 +248,8 @@ def _render_startup(values: dict[str, str]) -> str:
 SAMPLE = {
     "project_id": "acme-estore-prod", "bucket": "acme-estore-landing", "location": "EU", "raw_dataset": "raw",
     "slack_channel": "#data-alerts", "secret_name": "projects/acme-estore-prod/secrets/estore-ops-slack-token",
-    "repo_url": "https://github.com/acme/estore-ops.git", "repo_ref": "v0.1.0",
+    "repo_url": "https://github.com/acme/estore-ops.git", "repo_ref": "v0.1.0", "verify_schedule": "Mon *-*-* 03:00:00",
+    "notifications": "pubsub://acme-estore-prod/estore-ops-landing-events", "ingest": "events",
 }
 
 
@@ -268,7 +269,8 @@ def test_startup_script_is_valid_bash_and_does_the_job(tmp_path):
     assert 'ESTORE_STATE="gs://acme-estore-landing/state"' in text
     assert 'ESTORE_WAREHOUSE="bigquery://acme-estore-prod/raw?location=EU"' in text
     assert 'ESTORE_SLACK_CHANNEL="#data-alerts"' in text
-    assert '"$VENV/bin/estore-ops" systemd install' in text
+    assert '"$VENV/bin/estore-ops" systemd install --ingest "events" --verify-calendar \'Mon *-*-* 03:00:00\'' in text
+    assert 'ESTORE_NOTIFICATIONS="pubsub://acme-estore-prod/estore-ops-landing-events"' in text
     assert "useradd --system" in text
     assert "install -d -m 0700 -o root -g root \"$CRED_DIR\"" in text
     # Every variable written to the environment file is a setting estore-ops knows (it rejects others).
@@ -327,3 +329,63 @@ def test_checkov_finds_no_failed_check(tmp_path):
             assert check["check_id"] in inline and reason.strip(), f"{check['check_id']} skipped without an inline reason"
     assert not failures, "checkov failed checks:\n" + "\n".join(failures)
     assert proc.returncode == 0
+
+
+# --- event-driven arrival (notifications.tf) --------------------------------------------------------
+
+
+def test_bucket_notification_publishes_finalize_events_of_the_landing_prefix(config):
+    notification = _one(config, "google_storage_notification")
+    assert notification["payload_format"] == "JSON_API_V1"
+    assert notification["event_types"] == ["OBJECT_FINALIZE"]
+    assert "google_storage_bucket.landing.name" in notification["bucket"]
+    assert "google_pubsub_topic.landing_events.id" in notification["topic"]
+    assert "local.landing_prefix" in notification["object_name_prefix"]
+    prefix = {k: v for block in config["locals"] for k, v in block.items()}["landing_prefix"]
+    # The same prefix estore-ops reads files from (ESTORE_LANDING=gs://BUCKET/landing on the VM).
+    assert prefix == "landing/" and 'ESTORE_LANDING="gs://${bucket}/landing"' in (TF_DIR / "startup.sh.tftpl").read_text()
+
+
+def test_subscription_has_retention_dead_letters_and_never_expires(config):
+    subs = {name: body for _, name, body in _resources(config, "google_pubsub_subscription")}
+    main = subs["landing_events"]
+    assert "google_pubsub_topic.landing_events.id" in main["topic"]
+    assert main["message_retention_duration"] == "604800s" and main["retain_acked_messages"] is False
+    assert _block(main, "expiration_policy")["ttl"] == ""
+    dead = _block(main, "dead_letter_policy")
+    assert "google_pubsub_topic.landing_events_dead_letter.id" in dead["dead_letter_topic"]
+    assert "var.notification_max_delivery_attempts" in str(dead["max_delivery_attempts"])
+    assert _block(main, "retry_policy")["maximum_backoff"] == "600s"
+    # Dead letters are kept somewhere (a topic without a subscription drops them).
+    assert "google_pubsub_topic.landing_events_dead_letter.id" in subs["landing_events_dead_letter"]["topic"]
+
+
+def test_pubsub_access_is_limited_to_the_notification_path(config):
+    pubsub_iam = [(rtype, name, role, members) for rtype, name, role, members in _iam(config) if "pubsub" in rtype]
+    by_name = {name: (rtype, role, members) for rtype, name, role, members in pubsub_iam}
+    rtype, role, members = by_name["gcs_publishes_landing_events"]
+    assert (rtype, role) == ("google_pubsub_topic_iam_member", "roles/pubsub.publisher")
+    assert "google_storage_project_service_account.gcs.email_address" in members[0]
+    vm = [(rtype, role) for rtype, _, role, members in pubsub_iam if members == ["${google_service_account.vm.member}"]]
+    # The VM consumes and reads the one subscription: no topic, project or admin role.
+    assert sorted(vm) == [("google_pubsub_subscription_iam_member", "roles/pubsub.subscriber"),
+                          ("google_pubsub_subscription_iam_member", "roles/pubsub.viewer")]
+    for rtype, name, role, members in pubsub_iam:
+        if rtype == "google_pubsub_subscription_iam_member":
+            assert _one_resource(config, rtype, name)["subscription"] == "${google_pubsub_subscription.landing_events.name}"
+    assert not [r for r in _iam(config) if r[0].startswith("google_project_iam") and "pubsub" in r[2]]
+
+
+def _one_resource(config, rtype: str, name: str) -> dict:
+    return next(body for t, n, body in _resources(config, rtype) if n == name)
+
+
+def test_the_vm_is_told_the_subscription_and_the_ingest_mode(config):
+    outputs = {name: body for block in config.get("output", []) for name, body in block.items()}
+    assert outputs["notifications_url"]["value"] == "pubsub://${var.project_id}/${google_pubsub_subscription.landing_events.name}"
+    script = _one(config, "google_compute_instance")["metadata"]["startup-script"]
+    assert "google_pubsub_subscription.landing_events.name" in script and "var.ingest" in script
+    assert _variables(config)["ingest"]["default"] == "events"
+    from estore_ops.config import validate_notifications
+
+    validate_notifications(SAMPLE["notifications"], "test")  # what the VM gets is a valid setting

@@ -4,7 +4,7 @@ The templates live in the repository's `systemd/` folder (`*.service.in`, `*.tim
 `service-common.conf.in`, the part every service shares). A wheel carries them as
 `estore_ops/deploy/units/` (pyproject force-include), which is where an installed copy looks first.
 
-Placeholders: @EXE@ @USER@ @ENV_FILE@ @STATE_DIR@ @WORK_DIR@ @CREDENTIAL@ @SERVICE_COMMON@.
+Placeholders: @EXE@ @USER@ @ENV_FILE@ @STATE_DIR@ @WORK_DIR@ @CREDENTIAL@ @SERVICE_COMMON@ @VERIFY_CALENDAR@.
 No secret ever goes into a unit: the Slack token reaches the job through LoadCredential=, which
 systemd reads as root at start and exposes to the job as $CREDENTIALS_DIRECTORY/slack_token.
 
@@ -35,9 +35,14 @@ DEFAULT_CREDENTIAL_FILE = Path("/etc/estore-ops/credentials/slack_token")
 DEFAULT_STATE_DIR = Path("/var/lib/estore-ops")
 DEFAULT_WORK_DIR = Path("/var/lib/estore-ops/work")
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
+DEFAULT_VERIFY_CALENDAR = "Mon *-*-* 03:00:00"  # weekly `estore-ops verify` (OnCalendar= syntax)
 UNIT_PREFIX = "estore-ops-"
 CREDENTIAL_NAME = "slack_token"
 COMMON_FRAGMENT = "service-common.conf.in"
+# The two ingest modes: the 5-minute oneshot timer, or the long-running event loop.
+INGEST_TIMER = f"{UNIT_PREFIX}ingest.timer"
+WATCH_SERVICE = f"{UNIT_PREFIX}watch.service"
+INGEST_MODES = ("timer", "events")
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 
@@ -46,6 +51,8 @@ _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # never need them, so they are refused instead of escaped.
 _UNSAFE_PATH_RE = re.compile(r"[\s\"'\\%$;`]|[\x00-\x1f\x7f]")
 _PLACEHOLDER_RE = re.compile(r"@[A-Z_]+@")
+# An OnCalendar= expression: weekdays, dates, times, ranges, lists, repetitions, a time zone name.
+_CALENDAR_RE = re.compile(r"^[A-Za-z0-9 ,.*:/~+_-]{1,100}$")
 
 
 class DeployError(EstoreError):
@@ -106,6 +113,7 @@ def render_units(
     work_dir: Path = DEFAULT_WORK_DIR,
     credential_file: Path | None = DEFAULT_CREDENTIAL_FILE,
     templates: Path | None = None,
+    verify_calendar: str = DEFAULT_VERIFY_CALENDAR,
 ) -> dict[str, str]:
     """Render every unit: {unit file name: content}, e.g. 'estore-ops-ingest.timer' -> '[Unit]...'.
 
@@ -116,6 +124,9 @@ def render_units(
         raise DeployError(f"User name {user!r} is not a valid system user name (lower case letters, digits, '-', '_').")
     if user == "root":
         raise DeployError("The jobs must not run as root: choose an unprivileged user such as 'estore'.")
+    if not _CALENDAR_RE.match(verify_calendar):
+        raise DeployError(f"The verify schedule {verify_calendar!r} is not an OnCalendar= expression such as "
+                          f"{DEFAULT_VERIFY_CALENDAR!r} (check one with `systemd-analyze calendar`).")
     values = {
         "@EXE@": _check_path("The executable", exe if exe is not None else default_exe()),
         "@USER@": user,
@@ -127,6 +138,7 @@ def render_units(
             if credential_file is not None
             else "# No LoadCredential=: no Slack credential file was configured."
         ),
+        "@VERIFY_CALENDAR@": verify_calendar,
     }
     folder = templates or template_dir()
     common = (folder / COMMON_FRAGMENT).read_text(encoding="utf-8").rstrip("\n")
@@ -162,6 +174,8 @@ class InstallResult:
     user: str
     user_created: bool  # True when the user was (or would be) created
     timers: list[str] = field(default_factory=list)
+    ingest: str = "timer"  # timer: estore-ops-ingest.timer; events: estore-ops-watch.service
+    services: list[str] = field(default_factory=list)  # long-running services enabled (the watch loop)
 
 
 def _directive(units: Mapping[str, str], key: str) -> list[str]:
@@ -215,14 +229,20 @@ def install(
     unit_dir: Path = DEFAULT_UNIT_DIR,
     dry_run: bool,
     run: Runner = subprocess.run,
+    ingest: str = "timer",
 ) -> InstallResult:
     """Install rendered units and start their timers.
 
     In order: create the system user named by User= if it is missing (useradd --system), create the
     ReadWritePaths= directories owned by it, write the unit files (0644, atomically), `systemctl
-    daemon-reload`, `systemctl enable --now` every timer. Idempotent. With dry_run=True nothing is
-    written and no command runs: the result lists the files and the commands instead.
+    daemon-reload`, then the ingest mode: `ingest="timer"` disables and stops the watch service
+    and enables every timer; `ingest="events"` disables and stops the ingest timer, enables the other
+    timers and the watch service. The other mode is always switched off first, so the two never run
+    together. Idempotent. With dry_run=True nothing is written and no command runs: the result lists
+    the files and the commands instead.
     """
+    if ingest not in INGEST_MODES:
+        raise DeployError(f"--ingest must be one of {', '.join(INGEST_MODES)}, got {ingest!r}.")
     users = _directive(units, "User")
     if len(users) != 1:
         raise DeployError(f"The services must all run as one user, found {users or 'none'}.")
@@ -230,6 +250,7 @@ def install(
     home = (_directive(units, "WorkingDirectory") or [str(DEFAULT_STATE_DIR)])[0]
     dirs = _directive(units, "ReadWritePaths")
     timers = sorted(n for n in units if n.endswith(".timer"))
+    services: list[str] = []
     files = {unit_dir / name: text for name, text in sorted(units.items())}
 
     create_user = not _user_exists(user)
@@ -241,9 +262,19 @@ def install(
         )
     for directory in dirs:
         commands.append(["install", "-d", "-m", "0750", "-o", user, "-g", user, directory])
-    systemctl = [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", *timers]]
+    systemctl = [["systemctl", "daemon-reload"]]
+    if ingest == "events":
+        if WATCH_SERVICE not in units:
+            raise DeployError(f"--ingest events needs the {WATCH_SERVICE} template, which is missing.")
+        timers = [t for t in timers if t != INGEST_TIMER]
+        services = [WATCH_SERVICE]
+        if INGEST_TIMER in units:
+            systemctl.append(["systemctl", "disable", "--now", INGEST_TIMER])
+    elif WATCH_SERVICE in units:
+        systemctl.append(["systemctl", "disable", "--now", WATCH_SERVICE])
+    systemctl.append(["systemctl", "enable", "--now", *timers, *services])
 
-    result = InstallResult(dry_run, unit_dir, files, commands + systemctl, user, create_user, timers)
+    result = InstallResult(dry_run, unit_dir, files, commands + systemctl, user, create_user, timers, ingest, services)
     if dry_run:
         return result
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import fcntl
+import operator
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from stat import S_ISREG
 from typing import BinaryIO
 
 from estore_ops.errors import (
@@ -18,7 +20,7 @@ from estore_ops.errors import (
     UnsafeNameError,
 )
 from estore_ops.logs import get_logger
-from estore_ops.stores.base import ObjectInfo, ObjectStore
+from estore_ops.stores.base import ObjectInfo, ObjectStore, is_csv_name
 
 log = get_logger("stores.local")
 
@@ -32,6 +34,9 @@ def _generation(st: os.stat_result) -> int:
     # in later always gets a later generation: this is its arrival time.
     # Microseconds, like GCS generations, so one margin works for every store.
     return max(st.st_mtime_ns, st.st_ctime_ns) // 1000
+
+
+_entry_name = operator.attrgetter("name")
 
 
 class LocalFolderStore(ObjectStore):
@@ -74,29 +79,42 @@ class LocalFolderStore(ObjectStore):
 
     # -- reads ------------------------------------------------------------------------------
     def list(self, prefix: str = "", page_size: int = 1000) -> Iterator[ObjectInfo]:
+        return self._walk(prefix, None)
+
+    def list_csv(self, prefix: str = "", page_size: int = 1000) -> Iterator[ObjectInfo]:
+        # The name is checked before the file is stat'ed (and without a second generator).
+        return self._walk(prefix, is_csv_name)
+
+    def _walk(self, prefix: str, wanted: Callable[[str], bool] | None) -> Iterator[ObjectInfo]:
         # os.scandir walks lazily: memory stays flat with 100k files. Results are sorted per
         # folder for a stable order (GCS lists names lexicographically too).
+        # The relative name is built from the folder's own relative name (os.path.relpath per
+        # entry was more than half the time of listing 100k files).
         root_resolved = self.root.resolve()
-        stack = [self.root]
+        stack: list[tuple[str, str]] = [(str(self.root), "")]  # (folder, its relative name + "/")
         while stack:
-            folder = stack.pop()
+            folder, rel_dir = stack.pop()
             try:
                 with os.scandir(folder) as it:
-                    entries = sorted(it, key=lambda e: e.name, reverse=True)
+                    entries = sorted(it, key=_entry_name, reverse=True)
             except FileNotFoundError:
                 continue
             for entry in reversed(entries):
-                if entry.name.startswith("."):
+                name = entry.name
+                if name.startswith("."):
                     continue
-                rel = os.path.relpath(entry.path, self.root).replace(os.sep, "/")
+                rel = rel_dir + name
                 if entry.is_dir(follow_symlinks=False):
+                    if "\\" in name or "\x00" in name:
+                        log.warning("skipping %s: a name with a backslash cannot be an object name; rename the folder", entry.path)
+                        continue
                     if prefix and not (rel + "/").startswith(prefix) and not prefix.startswith(rel + "/"):
                         continue
-                    stack.append(Path(entry.path))
+                    stack.append((entry.path, rel + "/"))
                     continue
-                if not rel.startswith(prefix):
+                if (prefix and not rel.startswith(prefix)) or (wanted is not None and not wanted(name)):
                     continue
-                if "\\" in rel or "\x00" in rel:
+                if "\\" in name or "\x00" in name:
                     log.warning("skipping %s: a name with a backslash cannot be an object name; rename the file", entry.path)
                     continue
                 if entry.is_symlink():
@@ -107,7 +125,7 @@ class LocalFolderStore(ObjectStore):
                     st = entry.stat()
                 except FileNotFoundError:
                     continue  # removed while listing
-                if not entry.is_file():
+                if not S_ISREG(st.st_mode):
                     continue
                 yield self._info(rel, st)
 

@@ -13,7 +13,14 @@ An implementation must:
   warehouse tells the caller which files a crash from here on would be blamed on. An item marked
   `solo` must be loaded in a transaction of its own (it failed before, or a run died on its batch).
 - `rows_by_file()`: row count per `_source_file` (checks, `cursor show`, drills).
-- `query(sql)`: run a read-only query and return rows (demo summaries, tests).
+- `count_by_version(since, until)`: row count per (`_source_file`, `_source_generation`) in ONE
+  grouped query, limited to `since <= event_time < until` when given (BigQuery prunes partitions
+  on it); `{}` when the raw table does not exist yet. This is the warehouse side of `verify`.
+- `count_source_rows(infos, store)`: the data rows in each landing file now (`verify --deep`),
+  counted where the data lives (DuckDB's reader; a BigQuery external table over gs://), never
+  row by row in Python. Returns name -> count, or name -> error text for a file it cannot read.
+- `query(sql)`: run a read-only query and return rows (demo summaries, tests); `query_records(sql)`
+  the same rows as dicts keyed by column name (the HTML report reads marts by column name).
 - `dbt_target(settings)`: the dbt profile target (a dict) that points dbt at this warehouse.
 - `raw_schema`: the schema (BigQuery dataset) holding the raw table, passed to dbt's source.
 - `close()`: release connections (DuckDB allows one writer: dbt needs the file free).
@@ -24,8 +31,9 @@ by name when a file has its columns in another order.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from estore_ops.stores.base import ObjectInfo, ObjectStore
@@ -68,7 +76,19 @@ class Warehouse(abc.ABC):
     def rows_by_file(self) -> dict[str, int]: ...
 
     @abc.abstractmethod
+    def count_by_version(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> dict[tuple[str, int], int]: ...
+
+    @abc.abstractmethod
+    def count_source_rows(self, infos: Sequence[ObjectInfo], store: ObjectStore) -> dict[str, int | str]: ...
+
+    @abc.abstractmethod
     def query(self, sql: str) -> list[tuple[Any, ...]]: ...
+
+    def query_records(self, sql: str) -> list[dict[str, Any]]:
+        """Like `query`, with each row as {column name: value} (reports that read marts by name)."""
+        raise NotImplementedError(f"{type(self).__name__} does not return named rows")
 
     @abc.abstractmethod
     def dbt_target(self, settings: Any) -> dict[str, Any]: ...

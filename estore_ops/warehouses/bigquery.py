@@ -71,6 +71,7 @@ LOAD_TIMEOUT = 3600.0
 QUERY_TIMEOUT = 3600.0
 # Job-level error reasons that another run of the same job might not hit again.
 TRANSIENT_JOB_REASONS = {"backendError", "internalError", "rateLimitExceeded", "quotaExceeded", "jobRateLimitExceeded", "timeout"}
+EXTERNAL_URIS_PER_TABLE = 10_000  # BigQuery's limit of source URIs per external table
 ROLES_HINT = "roles/bigquery.dataEditor on the dataset and roles/bigquery.jobUser on the project"
 
 _TYPES = {c.name: c.bigquery_type for c in schema.ALL_COLUMNS}
@@ -256,6 +257,77 @@ class BigQueryWarehouse(Warehouse):
         job = self._call("start a query", lambda: self.client.query(sql, job_retry=None, retry=None))
         rows = self._call("run a query", lambda: job.result(timeout=QUERY_TIMEOUT, retry=None, job_retry=None))
         return [tuple(r.values()) for r in rows]
+
+    def query_records(self, sql: str) -> list[dict[str, Any]]:
+        job = self._call("start a query", lambda: self.client.query(sql, job_retry=None, retry=None))
+        rows = self._call("run a query", lambda: job.result(timeout=QUERY_TIMEOUT, retry=None, job_retry=None))
+        return [dict(r.items()) for r in rows]
+
+    # -- verify (self-contained: the count jobs of `estore-ops verify`) --------------------------
+    def count_by_version_sql(self, since: dt.datetime | None = None, until: dt.datetime | None = None) -> str:
+        """One grouped query; a range on event_time (the partitioning column) prunes partitions."""
+        clauses = []
+        if since is not None:
+            clauses.append(f"event_time >= TIMESTAMP('{_utc_text(since)}')")
+        if until is not None:
+            clauses.append(f"event_time < TIMESTAMP('{_utc_text(until)}')")
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return (f"SELECT _source_file, _source_generation, COUNT(*) AS n FROM `{self.table_id}`{where} "
+                "GROUP BY _source_file, _source_generation")
+
+    def count_by_version(self, since: dt.datetime | None = None, until: dt.datetime | None = None) -> dict[tuple[str, int], int]:
+        if self._table_exists(self.table_id) is None:
+            return {}
+        rows = self.query(self.count_by_version_sql(since, until))
+        return {(name, int(generation)): int(n) for name, generation, n in rows}
+
+    def source_count_job_config(self, infos: list[Any], store: GCSStore) -> tuple[bigquery.QueryJobConfig, str]:
+        """A query over temporary external tables on the files' gs:// URIs (one per compression,
+        at most EXTERNAL_URIS_PER_TABLE URIs each): BigQuery reads the objects, no byte passes
+        through this machine, and nothing is written to a dataset. Columns are read as text with
+        the loader's CSV options, so this counts records; `_FILE_NAME` names each row's object."""
+        definitions: dict[str, bigquery.ExternalConfig] = {}
+        selects = []
+        for gz in (False, True):
+            uris = [store.uri(i.name) for i in infos if i.is_gzip == gz]
+            for start in range(0, len(uris), EXTERNAL_URIS_PER_TABLE):
+                name = f"estore_verify_{len(definitions)}"
+                cfg = bigquery.ExternalConfig(bigquery.ExternalSourceFormat.CSV)
+                cfg.source_uris = uris[start:start + EXTERNAL_URIS_PER_TABLE]
+                cfg.schema = [bigquery.SchemaField(c, "STRING") for c in schema.SOURCE_COLUMN_NAMES]
+                cfg.compression = "GZIP" if gz else "NONE"
+                cfg.max_bad_records = 0
+                cfg.options.skip_leading_rows = 1
+                cfg.options.allow_jagged_rows = False
+                cfg.options.allow_quoted_newlines = False
+                cfg.options.encoding = "UTF-8"
+                definitions[name] = cfg
+                selects.append(f"SELECT _FILE_NAME AS uri, COUNT(*) AS n FROM {name} GROUP BY uri")
+        config = bigquery.QueryJobConfig(table_definitions=definitions, use_query_cache=False)
+        return config, "\nUNION ALL\n".join(selects)
+
+    def count_source_rows(self, infos: Any, store: ObjectStore) -> dict[str, int | str]:
+        infos = list(infos)
+        if not infos:
+            return {}
+        if not isinstance(store, GCSStore):
+            # Mixed configuration (local landing folder): BigQuery cannot read it; DuckDB can.
+            import duckdb
+
+            from estore_ops.warehouses.duckdb import count_csv_rows
+
+            with duckdb.connect() as con:
+                return count_csv_rows(con, infos, store, self.work_dir)
+        config, sql = self.source_count_job_config(infos, store)
+        job = self._call("start a row count over the landing files",
+                         lambda: self.client.query(sql, job_config=config, project=self.project, job_retry=None, retry=None))
+        try:
+            rows = self._call("count the rows of the landing files",
+                              lambda: job.result(timeout=QUERY_TIMEOUT, retry=None, job_retry=None))
+        except BackendError as exc:
+            return {i.name: f"{i.name}: BigQuery could not count its rows: {exc}" for i in infos}
+        by_uri = {uri: int(n) for uri, n in (tuple(r.values()) for r in rows)}
+        return {i.name: by_uri.get(store.uri(i.name), 0) for i in infos}
 
     def dry_run(self, sql: str) -> int:
         """Validate a query without running it; returns the bytes it would process."""
@@ -569,6 +641,13 @@ class BigQueryWarehouse(Warehouse):
                 info.name, info.generation, info.size, ok=True, rows=expected[info.name][1],
                 seconds=time.monotonic() - s.started,
             )
+
+
+def _utc_text(moment: dt.datetime) -> str:
+    """A timestamp literal's text in UTC (a naive time is taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")
 
 
 def _first_line(exc: BaseException) -> str:

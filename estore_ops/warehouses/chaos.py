@@ -4,7 +4,8 @@ It wraps a warehouse URL (`chaos+duckdb:////abs/path.duckdb`, `chaos+bigquery://
 and makes a share of the calls fail the way a cloud warehouse fails:
 
 - `fail`      share of calls that fail *retryably* (HTTP 429/503, connection reset):
-              `ensure_raw_table`, `rows_by_file` and `query` raise `TransientBackendError`;
+              `ensure_raw_table`, `rows_by_file`, `count_by_version`, `query`
+              and `count_source_rows` raise `TransientBackendError`;
               a file's load ends as a retryable `FileOutcome` (nothing of it committed, unless
               `lost`), exactly what the BigQuery warehouse reports after its own retries ran out.
 - `permanent` share of calls that fail *permanently*: a `BackendError` (HTTP 403) is raised, for
@@ -21,11 +22,12 @@ Nothing here retries: that is the job of the production code above the warehouse
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from estore_ops.stores.base import ObjectStore
+from estore_ops.stores.base import ObjectInfo, ObjectStore
 from estore_ops.stores.chaos import FaultPlan, split_chaos_url
 from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
 
@@ -65,6 +67,18 @@ class ChaosWarehouse(Warehouse):
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         self._maybe_fail("query", "run a query")
         return self.inner.query(sql)
+
+    def query_records(self, sql: str) -> list[dict[str, Any]]:
+        self._maybe_fail("query", "run a query")
+        return self.inner.query_records(sql)
+
+    def count_by_version(self, since: datetime | None = None, until: datetime | None = None) -> dict[tuple[str, int], int]:
+        self._maybe_fail("rows", "count rows by file version")
+        return self.inner.count_by_version(since, until)
+
+    def count_source_rows(self, infos: Sequence[ObjectInfo], store: ObjectStore) -> dict[str, int | str]:
+        self._maybe_fail("query", "count the rows of the landing files")
+        return self.inner.count_source_rows(infos, store)
 
     def load(
         self, items: Iterable[LoadItem], store: ObjectStore, on_begin: Callable[[list[LoadItem]], None] | None = None

@@ -16,8 +16,9 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ from estore_ops.errors import BackendError, EstoreError, ObjectNotFoundError
 from estore_ops.faults import fault_point
 from estore_ops.logs import get_logger
 from estore_ops.retry import retry_call
-from estore_ops.stores.base import ObjectStore, has_pattern_characters
+from estore_ops.stores.base import ObjectInfo, ObjectStore, has_pattern_characters
 from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
 
 if TYPE_CHECKING:
@@ -158,6 +159,25 @@ class DuckDBWarehouse(Warehouse):
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         return self.con.execute(sql).fetchall()
+
+    def query_records(self, sql: str) -> list[dict[str, Any]]:
+        cursor = self.con.execute(sql)
+        names = [d[0] for d in cursor.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    # -- verify ------------------------------------------------------------------------------
+    def count_by_version(self, since: datetime | None = None, until: datetime | None = None) -> dict[tuple[str, int], int]:
+        if not self._table_exists():
+            return {}
+        where, params = _time_range(since, until)
+        rows = self.con.execute(
+            f"SELECT _source_file, _source_generation, count(*) FROM {schema.RAW_SCHEMA}.{schema.RAW_TABLE}"
+            f"{where} GROUP BY 1, 2", params,
+        ).fetchall()
+        return {(name, int(generation)): int(count) for name, generation, count in rows}
+
+    def count_source_rows(self, infos: Sequence[ObjectInfo], store: ObjectStore) -> dict[str, int | str]:
+        return count_csv_rows(self.con, infos, store, self.work_dir)
 
     def dbt_target(self, settings: Any) -> dict[str, Any]:
         return {"type": "duckdb", "path": str(self.path), "threads": 2, "schema": "main"}
@@ -320,6 +340,63 @@ def _current_generation(store: ObjectStore, name: str) -> int:
         return retry_call(store.stat, name, what=f"stat {store.uri(name)}").generation
     except ObjectNotFoundError:
         return 0
+
+
+def _time_range(since: datetime | None, until: datetime | None) -> tuple[str, list[Any]]:
+    """A WHERE clause (and its parameters) for since <= event_time < until."""
+    clauses, params = [], []
+    if since is not None:
+        clauses.append("event_time >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("event_time < ?")
+        params.append(until)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def count_csv_rows(
+    con: duckdb.DuckDBPyConnection, infos: Sequence[ObjectInfo], store: ObjectStore, work_dir: Path | None
+) -> dict[str, int | str]:
+    """The data rows of each file, counted by DuckDB's CSV reader with the loader's dialect.
+
+    Every column is read as text: this counts records, it does not judge values (the load did).
+    Files of one compression are read in one parallel multi-file scan; if that scan fails, the
+    files are counted one by one so the error names its file. A file that is not local is copied
+    to `work_dir` first (a GCS landing area with a DuckDB warehouse).
+    """
+    import duckdb
+
+    columns = "{" + ", ".join(f"'{name}': 'VARCHAR'" for name in schema.SOURCE_COLUMN_NAMES) + "}"
+    sql = (
+        "SELECT filename, count(*) FROM read_csv(?, header = true, auto_detect = false, columns = " + columns + ", "
+        "delim = ',', quote = '\"', escape = '\"', strict_mode = true, null_padding = false, "
+        "compression = ?, filename = true, hive_partitioning = false) GROUP BY filename"
+    )
+    out: dict[str, int | str] = {}
+
+    def count(group: Sequence[ObjectInfo]) -> None:
+        with ExitStack() as stack:
+            paths = {str(stack.enter_context(_readable_path(store, i.name, work_dir))): i.name for i in group}
+            rows = con.execute(sql, [list(paths), "gzip" if group[0].is_gzip else "none"]).fetchall()
+        found = {paths[path]: int(n) for path, n in rows}
+        for info in group:
+            out[info.name] = found.get(info.name, 0)  # a header-only file has no data row
+
+    for gz in (False, True):
+        group = [i for i in infos if i.is_gzip == gz]
+        for start in range(0, len(group), MAX_BATCH_FILES):
+            chunk = group[start:start + MAX_BATCH_FILES]
+            try:
+                count(chunk)
+                continue
+            except (duckdb.Error, EstoreError, OSError):
+                pass
+            for info in chunk:
+                try:
+                    count([info])
+                except (duckdb.Error, EstoreError, OSError) as exc:
+                    out[info.name] = describe_csv_error(info.name, exc) if isinstance(exc, duckdb.Error) else f"{info.name}: {exc}"
+    return out
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
