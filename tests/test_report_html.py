@@ -91,7 +91,7 @@ def test_numbers_on_the_page_equal_the_marts(built) -> None:
         assert [(f["stage"], f["sessions"]) for f in data["funnel"]] == [
             ("All sessions", sessions), ("Viewed a product", viewed), ("Added to cart", carted), ("Purchased", purchased)]
 
-        churn = con.execute("select cohort, total_customers, churned_customers from marts.metrics_churn").fetchall()
+        churn = con.execute("select time_period, total_customers, churned_customers from marts.metrics_churn").fetchall()
         assert {(c["cohort"], c["customers"], c["churned"]) for c in [data["churn_overall"], *data["churn"]]} == set(churn)
         assert len(data["churn"]) >= 2  # cohorts to draw
 
