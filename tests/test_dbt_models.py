@@ -168,7 +168,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_build_runs_models_and_tests_but_not_snapshots(flow):
     build = flow["build1"]
     kinds = {n.kind for n in build.nodes}
-    assert kinds == {"model", "test"}
+    assert kinds == {"model", "test", "unit_test"}
     assert {n.name for n in build.nodes if n.kind == "model"} == MODELS
     assert sum(n.kind == "test" for n in build.nodes) > 50
     assert all(n.status in ("success", "pass") for n in build.nodes)
