@@ -36,9 +36,9 @@
                                    identifier=identifier)) }}
 {%- endmacro %}
 
-{#- SQL: the next batch number of the log. -#}
-{% macro next_batch() -%}
-    (select coalesce(max(batch), 0) + 1 from {{ estore_ops.change_log() }})
+{#- SQL: the next batch number of the log, as a one-row subquery with column `batch`. -#}
+{% macro next_batch_row() -%}
+    (select coalesce(max(batch), 0) + 1 as batch from {{ estore_ops.change_log() }})
 {%- endmacro %}
 
 {#- SQL: the done mark of a model (0 when it has none). -#}

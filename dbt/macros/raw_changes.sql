@@ -137,7 +137,8 @@
   Post-hooks of int_events_deduped, after it replaced its days:
   1. conflict entries: the days of every product whose brand-conflict status changed (it now has
      more than one distinct non-null brand, or no longer has) are logged as kind 'conflict', so
-     fct_events and what follows replace them too (products appear and disappear everywhere);
+     fct_events and what follows replace them too (products appear and disappear everywhere),
+     together with int_events_deduped's done mark (it holds every change up to that batch);
   2. int_brand_conflicts (read by stg_events) becomes the new set;
   3. DuckDB: int_raw_file_versions records the raw file versions now taken in.
 -#}
@@ -161,9 +162,10 @@
         group by product_id
         having count(distinct brand) > 1
     {%- elif step == 3 -%}
+        {#- One statement (one table modification on BigQuery): the conflict entries and
+            int_events_deduped's done mark, both at the next batch number. -#}
         insert into {{ estore_ops.change_log() }} (batch, kind, event_date, model_name, logged_at)
-        select {{ estore_ops.next_batch() }}, 'conflict', changed_days.event_date, cast(null as {{ dbt.type_string() }}),
-               {{ dbt.current_timestamp() }}
+        select nb.batch, 'conflict', changed_days.event_date, cast(null as {{ dbt.type_string() }}), {{ dbt.current_timestamp() }}
         from (
             select distinct d.event_date
             from {{ this }} as d
@@ -175,6 +177,10 @@
                 where not exists (select 1 from {{ next }} as n where n.product_id = c.product_id)
             )
         ) as changed_days
+        cross join {{ estore_ops.next_batch_row() }} as nb
+        union all
+        select nb.batch, 'done', cast(null as date), '{{ model.name }}', {{ dbt.current_timestamp() }}
+        from {{ estore_ops.next_batch_row() }} as nb
     {%- elif step == 4 -%}
         create or replace table {{ conflicts }} as select product_id from {{ next }}
     {%- else -%}

@@ -23,10 +23,7 @@
     cluster_by=(['product_id'] if bigquery else none),
     on_schema_change='fail',
     meta={'pending_kinds': ['raw'], 'pending_after': none, 'replace': 'days'},
-    post_hook=estore_ops.brand_conflict_hooks() + [
-        "{{ estore_ops.raw_file_versions_hook() }}",
-        "{{ estore_ops.mark_done() }}",
-    ]
+    post_hook=estore_ops.brand_conflict_hooks() + ["{{ estore_ops.raw_file_versions_hook() }}"]
 ) }}
 -- depends_on: {{ ref('int_change_log') }}
 
