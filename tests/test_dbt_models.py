@@ -54,8 +54,8 @@ from estore_ops.transform import (
     run_dbt,
     write_profile,
 )
-from estore_ops.warehouses.base import LoadItem
 from estore_ops.warehouses.duckdb import DuckDBWarehouse
+from tests.helpers import load_into_duckdb
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dbt"
 PROJECT = default_project_dir()
@@ -65,16 +65,6 @@ HEADER = ",".join(SOURCE_COLUMN_NAMES)
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def _load(db: Path, landing: Path, names: list[str]) -> None:
-    store = LocalFolderStore(landing)
-    wh = DuckDBWarehouse(f"duckdb:///{db}")
-    try:
-        outcomes = list(wh.load([LoadItem(store.stat(n), SOURCE_COLUMN_NAMES) for n in names], store))
-    finally:
-        wh.close()
-    assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
-
-
 def _outlier_csv() -> str:
     """User 405: 201 views one minute apart in one session; user 406: 200 (the ratio limit)."""
     lines = [HEADER]
@@ -139,7 +129,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> dict:
         return _ok(run_dbt(project_dir=PROJECT, target=target, work_dir=work, command=command, quiet=True, **kw))
 
     out: dict = {"db": db, "work": work, "target": target}
-    _load(db, landing, ["events_load1.csv", "events_outliers.csv", "events_reload.csv"])
+    load_into_duckdb(db, landing, ["events_load1.csv", "events_outliers.csv", "events_reload.csv"])
     out["build1"] = dbt("build")
     out["p1"] = {m: _table(db, m) for m in MARTS}
     out["p1_stg_count"] = _query(db, "SELECT count(*) FROM staging.stg_events")[0][0]
@@ -150,7 +140,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for name in load2:
         shutil.copy(FIXTURES / name, landing / name)
     (landing / "events_reload.csv").write_bytes((FIXTURES / "events_load2_reload.csv").read_bytes())
-    _load(db, landing, [*load2, "events_reload.csv"])
+    load_into_duckdb(db, landing, [*load2, "events_reload.csv"])
     out["build2"] = dbt("build")
     out["p2"] = {m: _table(db, m) for m in MARTS}
     run_sql = work / "dbt" / "target" / "run" / "estore_ops" / "models" / "marts"

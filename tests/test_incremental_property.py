@@ -27,10 +27,8 @@ import duckdb
 import pytest
 
 from estore_ops.schema import SOURCE_COLUMN_NAMES
-from estore_ops.stores.local import LocalFolderStore
 from estore_ops.transform import default_project_dir, run_dbt
-from estore_ops.warehouses.base import LoadItem
-from estore_ops.warehouses.duckdb import DuckDBWarehouse
+from tests.helpers import load_into_duckdb
 
 PROJECT = default_project_dir()
 HEADER = ",".join(SOURCE_COLUMN_NAMES)
@@ -167,16 +165,6 @@ class World:
         return self.rng.choice(choices)()
 
 
-def _load(db: Path, landing: Path, names: list[str]) -> None:
-    store = LocalFolderStore(landing)
-    wh = DuckDBWarehouse(f"duckdb:///{db}")
-    try:
-        outcomes = list(wh.load([LoadItem(store.stat(n), SOURCE_COLUMN_NAMES) for n in names], store))
-    finally:
-        wh.close()
-    assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
-
-
 def _differences(incremental: Path, reference: Path) -> list[str]:
     """Tables whose rows differ (as multisets), with a few rows from each side."""
     con = duckdb.connect()
@@ -212,7 +200,7 @@ def run_property(root: Path, seed: int, steps: int) -> None:
         for name in names:
             world.write(name)
         log.append(what)
-        _load(db, world.landing, names)
+        load_into_duckdb(db, world.landing, names)
         partial = len(log) > 2 and world.rng.random() < 0.1
         select = world.rng.choice(PARTIAL_SELECTIONS) if partial else None
         if partial:

@@ -21,11 +21,10 @@ import pytest
 import yaml
 
 from estore_ops.schema import SOURCE_COLUMN_NAMES
-from estore_ops.stores.local import LocalFolderStore
 from estore_ops.transform import DbtRunResult, default_project_dir, run_dbt
-from estore_ops.warehouses.base import LoadItem
 from estore_ops.warehouses.duckdb import DuckDBWarehouse
 from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs, gcs_bucket  # noqa: F401 - fixtures
+from tests.helpers import load_into_duckdb
 
 CONTRACT = yaml.safe_load((Path(__file__).parent / "marts_contract.yml").read_text())["tables"]
 FIXTURES = Path(__file__).parent / "fixtures" / "dbt"
@@ -94,13 +93,7 @@ def duck(tmp_path_factory: pytest.TempPathFactory) -> Path:
     landing.mkdir()
     shutil.copy(FIXTURES / "events_load1.csv", landing / "events_load1.csv")
     (landing / "money.csv").write_text(money_csv())
-    store = LocalFolderStore(landing)
-    wh = DuckDBWarehouse(f"duckdb:///{db}")
-    try:
-        outcomes = list(wh.load([LoadItem(store.stat(n), SOURCE_COLUMN_NAMES) for n in ("events_load1.csv", "money.csv")], store))
-    finally:
-        wh.close()
-    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    load_into_duckdb(db, landing, ["events_load1.csv", "money.csv"])
     target = {"type": "duckdb", "path": str(db), "threads": 2, "schema": "main"}
     for command in ("build", "snapshot"):
         _ok(run_dbt(project_dir=PROJECT, target=target, work_dir=root / "work", command=command, quiet=True))

@@ -75,3 +75,22 @@
     select user_session from {{ this }}
     where {{ estore_ops.span_touches_days('session_start_date', estore_ops.utc_date('session_end_time'), days) }}
 {%- endmacro %}
+
+{#-
+  The config of a model that replaces the days the change log lists as pending for it
+  (`kinds` of entries, up to the done mark of `after`): DuckDB replace_pending, BigQuery
+  insert_overwrite of event_date partitions clustered by `cluster_by`. `post_hook` must write the
+  model's done mark (estore_ops.mark_done(), or int_events_deduped's conflict hook).
+-#}
+{% macro replace_days_config(kinds, after, cluster_by, post_hook=[]) -%}
+    {%- set bigquery = target.type == 'bigquery' -%}
+    {{ config(
+        materialized='incremental',
+        incremental_strategy=('insert_overwrite' if bigquery else 'replace_pending'),
+        partition_by=({'field': 'event_date', 'data_type': 'date', 'granularity': 'day'} if bigquery else none),
+        cluster_by=(cluster_by if bigquery else none),
+        on_schema_change='fail',
+        meta={'pending_kinds': kinds, 'pending_after': after, 'replace': 'days'},
+        post_hook=post_hook
+    ) }}
+{%- endmacro %}

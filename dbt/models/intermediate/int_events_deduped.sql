@@ -14,17 +14,10 @@
   reading raw.events through constant day ranges (BigQuery prunes its partitions). Post-hooks then
   log brand-conflict changes and record the raw file versions taken in (macros/raw_changes.sql).
 -#}
-{%- set bigquery = target.type == 'bigquery' -%}
 {%- set days = estore_ops.pending_days() if execute and is_incremental() else [] -%}
-{{ config(
-    materialized='incremental',
-    incremental_strategy=('insert_overwrite' if bigquery else 'replace_pending'),
-    partition_by=({'field': 'event_date', 'data_type': 'date', 'granularity': 'day'} if bigquery else none),
-    cluster_by=(['product_id'] if bigquery else none),
-    on_schema_change='fail',
-    meta={'pending_kinds': ['raw'], 'pending_after': none, 'replace': 'days'},
-    post_hook=estore_ops.brand_conflict_hooks() + ["{{ estore_ops.raw_file_versions_hook() }}"]
-) }}
+{#- Its done mark is written by the conflict hooks, in the same statement as the conflict entries. -#}
+{{ estore_ops.replace_days_config(['raw'], none, ['product_id'],
+    post_hook=estore_ops.brand_conflict_hooks() + ["{{ estore_ops.raw_file_versions_hook() }}"]) }}
 -- depends_on: {{ ref('int_change_log') }}
 
 with source as (

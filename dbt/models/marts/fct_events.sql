@@ -9,17 +9,9 @@
   days in one transaction; BigQuery: insert_overwrite of those event_date partitions (one MERGE
   with a constant partition filter).
 -#}
-{%- set bigquery = target.type == 'bigquery' -%}
 {%- set days = estore_ops.pending_days() if execute and is_incremental() else [] -%}
-{{ config(
-    materialized='incremental',
-    incremental_strategy=('insert_overwrite' if bigquery else 'replace_pending'),
-    partition_by=({'field': 'event_date', 'data_type': 'date', 'granularity': 'day'} if bigquery else none),
-    cluster_by=(['user_id'] if bigquery else none),
-    on_schema_change='fail',
-    meta={'pending_kinds': ['raw', 'conflict'], 'pending_after': 'int_events_deduped', 'replace': 'days'},
-    post_hook=["{{ estore_ops.mark_done() }}"]
-) }}
+{{ estore_ops.replace_days_config(['raw', 'conflict'], 'int_events_deduped', ['user_id'],
+    post_hook=["{{ estore_ops.mark_done() }}"]) }}
 -- depends_on: {{ ref('int_change_log') }}
 
 with events as (
