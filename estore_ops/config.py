@@ -60,6 +60,9 @@ class Field:
 FIELDS: tuple[Field, ...] = (
     Field("landing", "./data/landing", str, "Landing area: a folder, file:///path or gs://bucket/prefix.", path_like=True, url=True),
     Field("warehouse", "duckdb:///./data/warehouse.duckdb", str, "Warehouse: duckdb:///path.duckdb or bigquery://project/dataset?location=US.", path_like=True, url=True),
+    Field("keyfile", "", str, "Google service-account key file for Cloud Storage, BigQuery and dbt alike (empty: Application Default Credentials).", path_like=True),
+    Field("max_bytes_billed", "100GB", str, "BigQuery: the most one query job may bill (estore-ops' and dbt's), e.g. 100GB or 2TB; 0 for no cap."),
+    Field("job_timeout_seconds", 1800, int, "BigQuery: how long one job (a load, a commit, a dbt model) may run before the run gives up on it."),
     Field("state", "./data/state", str, "State location (cursor, lock, runs): a folder or gs://bucket/prefix.", path_like=True, url=True),
     Field("work_dir", "./data/work", str, "Local scratch folder (dbt target, downloads).", path_like=True),
     Field("dbt_project_dir", "", str, "The dbt project folder (empty: the one shipped with estore-ops).", path_like=True),
@@ -166,6 +169,18 @@ def _anchor(value: str, base: Path) -> str:
     return str((base / value).resolve()) if not Path(value).is_absolute() else value
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50}
+
+
+def parse_size(text: str) -> int:
+    """'100GB' -> 100_000_000_000 (KB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(text))
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {text!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
 def validate_location(key: str, value: str, origin: str) -> None:
     """Raise ConfigError for a location that no backend would accept."""
     where = f"{key} = {value!r} (from {origin})"
@@ -179,12 +194,9 @@ def validate_location(key: str, value: str, origin: str) -> None:
                 raise ConfigError(f"{where} is malformed: write duckdb:///relative/path.duckdb or duckdb:////absolute/path.duckdb.")
             return
         if scheme == "bigquery":
-            dataset = parsed.path.strip("/")
-            if not parsed.netloc or not dataset or "/" in dataset:
-                raise ConfigError(f"{where} is malformed: write bigquery://PROJECT/DATASET?location=US.")
-            unknown = set(parse_qs(parsed.query)) - {"location", "api_endpoint", "keyfile"}
-            if unknown:
-                raise ConfigError(f"{where} has unknown parameters {sorted(unknown)}; allowed: location, api_endpoint, keyfile.")
+            from estore_ops.warehouses.bigquery_url import parse_bigquery_url  # no Google import
+
+            parse_bigquery_url(value, where)
             return
         if scheme.startswith("chaos+"):
             return
@@ -311,11 +323,38 @@ def load_settings(
         )
     if values["notifications"]:
         validate_notifications(values["notifications"], sources["notifications"])
+    try:
+        parse_size(values["max_bytes_billed"])
+    except ValueError:
+        raise ConfigError(
+            f"max_bytes_billed from {sources['max_bytes_billed']} must be a size like 100GB or 2TB (0: no cap), "
+            f"got {values['max_bytes_billed']!r}."
+        ) from None
+    _keyfile_from_warehouse_url(values, sources)
     if values["log_format"] not in ("auto", "text", "json"):
         raise ConfigError(f"log_format from {sources['log_format']} must be auto, text or json, got {values['log_format']!r}.")
     return Settings(values, sources, path)
 
 
-# ESTORE_* variables that are not settings: drill hooks (estore_ops.faults) and the test tools folder.
-_RESERVED_ENV = {"fault_point", "pause_point", "drop_point", "tools_dir"}
+def _keyfile_from_warehouse_url(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """`bigquery://...&keyfile=PATH` (the older spelling) sets the one keyfile setting, which
+    Cloud Storage and dbt use too; a different keyfile setting beside it is an error."""
+    url = values["warehouse"]
+    if "bigquery://" not in url:
+        return
+    in_url = (parse_qs(urlparse(url.removeprefix("chaos+")).query).get("keyfile") or [""])[-1]
+    if not in_url:
+        return
+    if values["keyfile"] and values["keyfile"] != in_url:
+        raise ConfigError(
+            f"keyfile from {sources['keyfile']} ({values['keyfile']}) differs from keyfile= in the warehouse URL "
+            f"(from {sources['warehouse']}, {in_url}). Keep one: the keyfile setting serves Cloud Storage, BigQuery and dbt."
+        )
+    if not values["keyfile"]:
+        values["keyfile"], sources["keyfile"] = in_url, f"keyfile= in the warehouse URL ({sources['warehouse']})"
+
+
+# ESTORE_* variables that are not settings: drill hooks (estore_ops.faults), the test tools folder,
+# and the run id estore-ops hands to dbt (estore_ops.transform.RUN_ID_ENV).
+_RESERVED_ENV = {"fault_point", "pause_point", "drop_point", "tools_dir", "run_id"}
 

@@ -49,7 +49,7 @@ def _run(name: str, fn: Callable[[], str], fix: str) -> Check:
 def check_landing(settings: Any) -> str:
     from estore_ops.stores import open_store
 
-    store = open_store(settings.landing, "landing")
+    store = open_store(settings.landing, "landing", keyfile=settings.keyfile)
     first = next(iter(store.list(page_size=1)), None)
     if first is None:
         return f"{store.uri()} is reachable and listable (empty for now)."
@@ -59,7 +59,7 @@ def check_landing(settings: Any) -> str:
 def check_state(settings: Any) -> str:
     from estore_ops.stores import open_store
 
-    store = open_store(settings.state, "state")
+    store = open_store(settings.state, "state", keyfile=settings.keyfile)
     try:
         _, generation = store.read(STATE_NAME)
         doc = f"{STATE_NAME} readable (generation {generation})"
@@ -105,7 +105,9 @@ def check_warehouse(settings: Any) -> str:
                 f"WHERE table_schema = '{schema.RAW_SCHEMA}' AND table_name = '{schema.RAW_TABLE}'"
             )[0][0]
         return f"{path} opens; raw table {'present' if tables else 'not created yet'}."
-    with open_warehouse(url, work_dir=Path(settings.work_dir)) as wh:
+    from estore_ops.runtime import Runtime
+
+    with Runtime(settings).warehouse() as wh:  # the settings' credentials and cost bounds
         check_dataset = getattr(wh, "check_dataset", None)
         if check_dataset is None:
             wh.query("SELECT 1")
@@ -119,14 +121,10 @@ def check_warehouse(settings: Any) -> str:
 
 
 def check_dbt(settings: Any) -> str:
-    from estore_ops.warehouses import open_warehouse
+    from estore_ops.runtime import Runtime
 
     read_only = settings.warehouse.startswith("duckdb:")
-    try:
-        wh = open_warehouse(settings.warehouse, work_dir=Path(settings.work_dir), read_only=read_only)
-    except TypeError:
-        wh = open_warehouse(settings.warehouse, work_dir=Path(settings.work_dir))
-    with wh:
+    with Runtime(settings).warehouse(read_only=read_only) as wh:
         target = wh.dbt_target(settings)
     missing = [k for k in ("type", "threads") if k not in target]
     if target.get("type") == "bigquery":
@@ -152,7 +150,7 @@ def run_doctor(settings: Any) -> list[Check]:
         _run("landing", lambda: check_landing(settings),
              "Check the `landing` setting; for gs:// grant roles/storage.objectViewer on the bucket."),
         _run("state", lambda: check_state(settings),
-             "Check the `state` setting; for gs:// grant roles/storage.objectUser on the bucket; it must support conditional writes."),
+             "Check the `state` setting; for gs:// grant roles/storage.objectUser on the state prefix (terraform/ does, with an IAM condition); it must support conditional writes."),
         _run("warehouse", lambda: check_warehouse(settings),
              "Check the `warehouse` setting; for BigQuery create the dataset (terraform) and grant "
              "roles/bigquery.dataEditor on it and roles/bigquery.jobUser on the project; for DuckDB stop other writers."),

@@ -56,7 +56,15 @@ class BackendError(EstoreError):
 
 
 class TransientBackendError(BackendError):
-    """A failure worth retrying (429, 5xx, connection reset)."""
+    """A failure worth retrying (429, 5xx, connection reset).
+
+    `exhausted` is True once the retry policy gave up on it (or it is a longer-term limit): an
+    outer layer must not retry it again; the next run does.
+    """
+
+    def __init__(self, message: str = "", exhausted: bool = False) -> None:
+        super().__init__(message)
+        self.exhausted = exhausted
 
 
 class ObjectNotFoundError(BackendError):
@@ -89,3 +97,9 @@ class LockLostError(EstoreError):
 
 class UnhealthyError(EstoreError):
     exit_code = ExitCode.UNHEALTHY
+
+
+class StoppedError(EstoreError):
+    """A job stopped by SIGTERM/SIGINT (e.g. systemd's timeout) after cleaning up."""
+
+    exit_code = ExitCode.INTERRUPTED

@@ -8,13 +8,18 @@ taken in arrival order (generation), never in name order: `2019-Nov.csv` sorts b
 The state is advanced per file, only after the warehouse has committed that file. A crash in
 between leaves the file pending; its reload replaces its rows (the warehouse deletes the rows of
 that `_source_file` in the same transaction), so nothing is duplicated.
+
+Nothing here retries a backend call: every store and warehouse retries its own transient errors
+(estore_ops.retry) and reports success or one classified error. A warehouse job that failed with a
+transient error (BigQuery backendError, ...) is recorded without counting (the next run uses a fresh
+job id) and reported as deferred, not as a failure; every few of them count as one attempt.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,16 +27,12 @@ from estore_ops.errors import ConfigError, EstoreError, ObjectNotFoundError, Tra
 from estore_ops.faults import fault_point
 from estore_ops.logs import get_logger
 from estore_ops.header import check_header
-from estore_ops import retry
-from estore_ops.retry import retry_call
 from estore_ops.state import FAILED, LOADED, QUARANTINED, IngestState, StateStore
 from estore_ops.stores.base import ObjectInfo, ObjectStore, is_csv_name
 from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
 
 # Loaded records kept in full in the state document; older ones fold into a name -> generation map.
 KEEP_RECORDS = 2000
-# Rounds in which files whose load failed transiently (nothing kept, file unchanged) are tried again.
-WAREHOUSE_RETRY_ROUNDS = 5
 
 log = get_logger("ingest")
 
@@ -97,8 +98,8 @@ def classify(info: ObjectInfo, state: IngestState, max_attempts: int) -> Pending
 
 
 def _list_csv(landing: ObjectStore, prefix: str) -> list[ObjectInfo]:
-    """The landing listing, retried as a whole on a transient error (a page can fail midway)."""
-    return retry_call(lambda: list(landing.list_csv(prefix)), what=f"list {landing.uri(prefix)}")
+    """The landing listing (the store retries each page itself)."""
+    return list(landing.list_csv(prefix))
 
 
 def scan(landing: ObjectStore, state: IngestState, max_attempts: int, prefix: str = "") -> ScanResult:
@@ -132,7 +133,7 @@ class LoadResult:
 
     @property
     def ok(self) -> bool:
-        return all(o.ok for o in self.outcomes)
+        return not self.failed
 
     @property
     def loaded(self) -> list[FileOutcome]:
@@ -140,7 +141,12 @@ class LoadResult:
 
     @property
     def failed(self) -> list[FileOutcome]:
-        return [o for o in self.outcomes if not o.ok]
+        return [o for o in self.outcomes if not o.ok and not o.deferred]
+
+    @property
+    def deferred(self) -> list[FileOutcome]:
+        """Transient warehouse job failures: recorded, retried by the next run, not alerted."""
+        return [o for o in self.outcomes if o.deferred]
 
     @property
     def rows(self) -> int:
@@ -153,13 +159,14 @@ class LoadResult:
             "dry_run": self.dry_run,
             "files_loaded": len(self.loaded),
             "files_failed": len(self.failed),
+            "files_deferred": len(self.deferred),
             "rows": self.rows,
             "seconds": round(self.seconds, 3),
             "files": [
                 {
                     "name": o.name,
                     "generation": o.generation,
-                    "status": "loaded" if o.ok else "failed",
+                    "status": o.status,
                     "rows": o.rows,
                     "seconds": round(o.seconds, 3),
                     "batch_files": o.batch_files,
@@ -195,7 +202,7 @@ def plan_load(
             if not is_csv_name(name):
                 raise ConfigError(f"--file {name}: only .csv and .csv.gz files are loaded.")
             try:
-                info = retry_call(landing.stat, name, what=f"stat {landing.uri(name)}")
+                info = landing.stat(name)
             except ObjectNotFoundError:
                 if skip_missing:
                     skipped.append({"name": name, "why": "no longer in the landing area"})
@@ -274,7 +281,7 @@ def load_files(
         result.seconds = time.monotonic() - started
         return result
 
-    checkpoint = StateCheckpoint(state_store, run_id, max_attempts, checkpoint_seconds)
+    checkpoint = StateCheckpoint(state_store, run_id, max_attempts, checkpoint_seconds, snapshot.state)
     inflight = InFlight(state_store.store, run_id) if warehouse.loads_in_process else None
     suspects: set[str] = set()
     if inflight is not None:
@@ -308,7 +315,7 @@ def load_files(
         items: list[LoadItem] = []
         for pending in planned:
             try:
-                header = retry_call(check_header, landing, pending.info, what=f"read the header of {landing.uri(pending.info.name)}")
+                header = check_header(landing, pending.info)
             except (EstoreError, OSError) as exc:
                 # One unreadable file (permissions, an odd name, an outage that outlasted the
                 # retries) fails alone; a transient failure is not counted as an attempt.
@@ -323,7 +330,8 @@ def load_files(
             if header.ok:
                 # A file that failed before, or that a run died on (alone or in a batch), loads alone.
                 solo = pending.reason == RETRY or pending.info.name in suspects
-                items.append(LoadItem(pending.info, header.columns, solo=solo))
+                job_attempt = snapshot.state.job_attempt(pending.info.name, pending.info.generation)
+                items.append(LoadItem(pending.info, header.columns, solo=solo, job_attempt=job_attempt))
             else:
                 outcome = FileOutcome(pending.info.name, pending.info.generation, pending.info.size, ok=False, error=header.error)
                 checkpoint.add(outcome)
@@ -331,33 +339,14 @@ def load_files(
                 if on_file:
                     on_file(outcome)
 
-        by_name = {item.info.name: item for item in items}
-        stopped = False
-        for round_ in range(WAREHOUSE_RETRY_ROUNDS + 1):
-            again: list[LoadItem] = []
-            reported: set[str] = set()
-            try:
-                for outcome in warehouse.load(items, landing, begin):
-                    reported.add(outcome.name)
-                    if _retry_later(outcome, by_name, landing) and round_ < WAREHOUSE_RETRY_ROUNDS:
-                        again.append(by_name[outcome.name])  # a transient warehouse failure: nothing was kept
-                        continue
-                    checkpoint.add(outcome)
-                    result.outcomes.append(outcome)
-                    if on_file:
-                        on_file(outcome)
-            except _StopRequested:
-                stopped = True  # raised from `begin`: every committed file was reported first
-            except TransientBackendError:
-                # The warehouse failed between files (e.g. creating the table): the files it did not
-                # report are untouched; try them in the next round.
-                if round_ >= WAREHOUSE_RETRY_ROUNDS:
-                    raise
-                again += [item for item in items if item.info.name not in reported]
-            if stopped or not again:
-                break
-            time.sleep(min(retry.MAX_WAIT, retry.INITIAL_WAIT * 2 ** (round_ + 2)))
-            items = again
+        try:
+            for outcome in warehouse.load(items, landing, begin):
+                checkpoint.add(outcome)
+                result.outcomes.append(outcome)
+                if on_file:
+                    on_file(outcome)
+        except _StopRequested:
+            pass  # raised from `begin`: every committed file was reported first
     except BaseException:
         try:
             checkpoint.flush()  # record what did commit, then let the original error through
@@ -383,18 +372,7 @@ class _StopRequested(Exception):
 
 
 def snapshot_after(state_store: StateStore) -> IngestState:
-    return retry_call(state_store.read, what=f"read {state_store.location}").state
-
-
-def _retry_later(outcome: FileOutcome, by_name: dict[str, LoadItem], landing: ObjectStore) -> bool:
-    """A retryable failure of a file that did not change: worth another try in this run."""
-    if outcome.ok or not outcome.retryable:
-        return False
-    try:
-        now = retry_call(landing.stat, outcome.name, what=f"stat {landing.uri(outcome.name)}")
-    except ObjectNotFoundError:
-        return False
-    return now.generation == by_name[outcome.name].info.generation
+    return state_store.read().state
 
 
 class InFlight:
@@ -428,7 +406,7 @@ class InFlight:
         self._write({"run_id": self.dead_run_id, "files": files, "batch": True})
 
     def _write(self, doc: dict[str, Any]) -> None:
-        retry_call(self.store.write, self.NAME, json.dumps(doc).encode(), what=f"write {self.store.uri(self.NAME)}")
+        self.store.write(self.NAME, json.dumps(doc).encode())
 
     def take_dead(self) -> tuple[FileOutcome | None, set[str]]:
         """What a previous run died on: one file as a failed outcome, or the names of a batch
@@ -471,34 +449,64 @@ class StateCheckpoint:
     loses at most one interval of records, and those files are reloaded with their rows replaced.
     """
 
-    def __init__(self, state_store: StateStore, run_id: str, max_attempts: int, interval: float) -> None:
+    def __init__(
+        self, state_store: StateStore, run_id: str, max_attempts: int, interval: float, known: IngestState | None = None
+    ) -> None:
         self.state_store, self.run_id, self.max_attempts, self.interval = state_store, run_id, max_attempts, interval
         self.pending: list[FileOutcome] = []
         self.last = time.monotonic()
+        self.known = known or IngestState()  # the state as last read or written
 
     def add(self, outcome: FileOutcome) -> None:
+        """Queue an outcome for the state. A transient warehouse job failure is marked deferred
+        here, unless it is the one that quarantines the file (that one is alerted)."""
+        if not outcome.ok and outcome.retryable and not outcome.job_failed:
+            return  # changed while loading, or an outage: not the file's fault, nothing spent
         if not outcome.ok and outcome.retryable:
-            return  # changed while loading: not the file's fault; the next scan sees the new generation
+            outcome.deferred = not self._quarantines(outcome)
+            if outcome.deferred:
+                log.warning(
+                    "%s: deferred to the next run: %s", outcome.name, outcome.error,
+                    extra={"fields": {"file": outcome.name, "deferred": True}},
+                )
         self.pending.append(outcome)
         if time.monotonic() - self.last >= self.interval:
             self.flush()
 
+    def _quarantines(self, outcome: FileOutcome) -> bool:
+        """Whether recording this transient failure quarantines the file (decided on a copy of
+        the state as last known; the write applies the same rule to the fresh document)."""
+        probe = IngestState(dict(self.known.files), dict(self.known.folded))
+        for o in self.pending:
+            self._apply(probe, [o])
+        rec, _ = probe.record_transient_failure(
+            outcome.name, outcome.generation, outcome.size, outcome.error or "", self.run_id, self.max_attempts,
+            outcome.job_attempt or 0,
+        )
+        return rec.status == QUARANTINED
+
     def _apply(self, state: IngestState, batch: list[FileOutcome]) -> None:
         for o in batch:
             if o.ok:
-                state.record_success(o.name, o.generation, o.size, o.rows, self.run_id)
+                state.record_success(o.name, o.generation, o.size, o.rows, self.run_id, o.job_attempt)
+            elif o.retryable:
+                state.record_transient_failure(
+                    o.name, o.generation, o.size, o.error or "", self.run_id, self.max_attempts, o.job_attempt or 0
+                )
             else:
-                state.record_failure(o.name, o.generation, o.size, o.error or "", self.run_id, self.max_attempts)
+                job_attempt = o.job_attempt if o.job_failed else None
+                state.record_failure(o.name, o.generation, o.size, o.error or "", self.run_id, self.max_attempts, job_attempt)
 
     def flush(self) -> None:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
         try:
-            self.state_store.update(lambda st: self._apply(st, batch))
+            snap, _ = self.state_store.update(lambda st: self._apply(st, batch))
         except BaseException:
             self.pending = batch + self.pending  # not written: keep them for a later flush
             raise
+        self.known = snap.state
         self.last = time.monotonic()
         fault_point("after_state_write")
 
@@ -510,7 +518,8 @@ def cursor_summary(state: IngestState, location: str) -> dict[str, Any]:
     loaded = [(n, r) for n, r in state.files.items() if r.status == LOADED]
     newest = max(loaded, key=lambda nr: (nr[1].loaded_at or "", nr[1].generation), default=None)
     problems = [
-        {"name": n, "status": r.status, "attempts": r.attempts, "error": r.last_error, "run_id": r.run_id, "generation": r.generation}
+        {"name": n, "status": r.status, "attempts": r.attempts, "error": r.last_error, "run_id": r.run_id, "generation": r.generation,
+         "transient_failures": r.transient_failures}
         for n, r in sorted(state.files.items())
         if r.status in (FAILED, QUARANTINED)
     ]

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from estore_ops import health, ingest
 from estore_ops.history import RunRecord
-from estore_ops.errors import ConfigError, CorruptStateError, LockLostError
+from estore_ops.errors import ConfigError, CorruptStateError, EstoreError, LockLostError, StoppedError
 from estore_ops.ingest import LoadResult, PendingFile, ScanResult
-from estore_ops.retry import retry_call
 from estore_ops.runtime import Runtime
 from estore_ops.state import Snapshot
 from estore_ops.stores.base import ObjectInfo
@@ -19,8 +20,6 @@ from estore_ops.tracking import run_lock, tracked_job
 from estore_ops.warehouses.base import FileOutcome
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from estore_ops.html_report import HtmlReport
     from estore_ops.transform import DbtRunResult
     from estore_ops.verify import VerifyResult
@@ -57,7 +56,7 @@ def _load(
     finally:
         warehouse.close()
     if result.loaded:
-        retry_call(health.mark_data_loaded, rt.state_backend, rt.run_id, what="mark data loaded")
+        health.mark_data_loaded(rt.state_backend, rt.run_id)
     if rt.lock is not None and rt.lock.lost.is_set():
         raise LockLostError(
             f"This run lost the run lock to another run (its lease could not be renewed in time) and stopped after "
@@ -92,7 +91,7 @@ def load(
 
 
 def _dbt(rt: Runtime, command: str, **options: Any) -> DbtRunResult:
-    from estore_ops.transform import default_project_dir, keep_artifacts, run_dbt
+    from estore_ops.transform import TransformStopped, default_project_dir, keep_artifacts, run_dbt, stopped_by_signals
 
     warehouse = rt.warehouse()
     try:
@@ -102,13 +101,60 @@ def _dbt(rt: Runtime, command: str, **options: Any) -> DbtRunResult:
     finally:
         warehouse.close()  # DuckDB allows one writer: dbt opens the file itself
     project = Path(rt.settings.dbt_project_dir) if rt.settings.dbt_project_dir else default_project_dir()
-    result = run_dbt(
-        project_dir=project, target=target, work_dir=rt.work_dir, command=command,
-        vars={"raw_schema": raw_schema}, quiet=True, **options,
-    )
+    canceller = _RunJobsCanceller(rt)
+    try:
+        with stopped_by_signals(canceller.cancel):
+            result = run_dbt(
+                project_dir=project, target=target, work_dir=rt.work_dir, command=command,
+                vars={"raw_schema": raw_schema}, quiet=True, run_id=rt.run_id, **options,
+            )
+    except TransformStopped as stop:
+        raise StoppedError(f"dbt {command} was stopped by {stop.signal_name}; {canceller.finish()}") from None
     if result.artifacts:
         keep_artifacts(rt.state_backend, rt.run_id, result.artifacts, rt.settings.dbt_artifacts_keep)
     return result
+
+
+class _RunJobsCanceller:
+    """Cancels the warehouse jobs this run started that are still running (BigQuery: found by the
+    estore_run_id label). `cancel` runs in a thread as soon as a stop signal arrives; `finish`
+    waits for it, cancels what started meanwhile, and says what was done."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.since = datetime.now(timezone.utc) - timedelta(minutes=1)  # clock skew margin for the listing
+        self.cancelled: list[str] = []
+        self.problem = ""
+        self.supported = True
+        self.started = False
+        self.done = threading.Event()
+
+    def cancel(self) -> None:
+        self.started = True
+        try:
+            warehouse = self.rt.warehouse()
+            try:
+                cancel = getattr(warehouse, "cancel_jobs", None)
+                if cancel is None:
+                    self.supported = False
+                    return
+                self.cancelled += [j for j in cancel(self.rt.run_id, self.since) if j not in self.cancelled]
+            finally:
+                warehouse.close()
+        except EstoreError as exc:
+            self.problem = str(exc)
+        finally:
+            self.done.set()
+
+    def finish(self, timeout: float = 60.0) -> str:
+        if self.started:
+            self.done.wait(timeout)
+        self.cancel()  # jobs dbt started while the first pass ran
+        if not self.supported:
+            return "nothing runs on after this process."
+        if self.problem:
+            return f"could not cancel its BigQuery jobs ({self.problem}); check `bq ls -j` for jobs labelled estore_run_id."
+        return f"{len(self.cancelled)} BigQuery job(s) of this run cancelled" + (f": {', '.join(self.cancelled)}." if self.cancelled else ".")
 
 
 def _record_dbt(record: RunRecord, result: DbtRunResult) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 
 from estore_ops.errors import BackendError, LockHeldError, ObjectNotFoundError, PreconditionFailedError
 from estore_ops.logs import get_logger
-from estore_ops.retry import retry_call
 from estore_ops.stores.base import ObjectStore
 
 LOCK_NAME = "run.lock"
@@ -79,7 +78,7 @@ def _boot_id() -> str:
 
 def read_lock(store: ObjectStore) -> tuple[LockInfo, int] | None:
     try:
-        raw, generation = retry_call(store.read, LOCK_NAME, what=f"read {store.uri(LOCK_NAME)}")
+        raw, generation = store.read(LOCK_NAME)
     except ObjectNotFoundError:
         return None
     try:
@@ -132,7 +131,7 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         try:
-            self.generation = retry_call(self.store.write, LOCK_NAME, self._document(), if_generation_match=0, what=f"create {self.store.uri(LOCK_NAME)}")
+            self.generation = self.store.write(LOCK_NAME, self._document(), if_generation_match=0)
         except PreconditionFailedError:
             found = read_lock(self.store)
             if found is None:
@@ -186,7 +185,7 @@ class RunLock:
         if self.lost.is_set() or not self.generation:
             return
         try:
-            retry_call(self.store.delete, LOCK_NAME, if_generation_match=self.generation, what=f"delete {self.store.uri(LOCK_NAME)}")
+            self.store.delete(LOCK_NAME, if_generation_match=self.generation)
         except (PreconditionFailedError, ObjectNotFoundError):
             pass
         except BackendError as exc:

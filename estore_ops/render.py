@@ -53,11 +53,14 @@ def render_load(out: Output, result: LoadResult) -> None:
         out.table(
             f"Load {result.run_id}",
             ["File", "Rows", "Seconds", "Status"],
-            [[o.name, out.num(o.rows) if o.ok else "", _load_seconds(o), "loaded" if o.ok else "FAILED"] for o in result.outcomes],
+            [[o.name, out.num(o.rows) if o.ok else "", _load_seconds(o), o.status if o.ok else o.status.upper()] for o in result.outcomes],
         )
         for o in result.failed:
             out.line(f"FAILED {o.error}", style="red")
-        out.line(f"{len(result.loaded)} file(s) loaded, {out.num(result.rows)} rows, {len(result.failed)} failed, in {result.seconds:.1f}s.")
+        for o in result.deferred:
+            out.line(f"deferred to the next run (transient, not counted yet): {o.error}", style="yellow")
+        deferred = f", {len(result.deferred)} deferred" if result.deferred else ""
+        out.line(f"{len(result.loaded)} file(s) loaded, {out.num(result.rows)} rows, {len(result.failed)} failed{deferred}, in {result.seconds:.1f}s.")
     for s in result.skipped:
         out.line(f"skipped {s['name']}: {s['why']}", style="yellow")
 

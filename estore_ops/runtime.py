@@ -27,11 +27,11 @@ class Runtime:
 
     @cached_property
     def landing(self) -> ObjectStore:
-        return open_store(self.settings.landing, "landing")
+        return open_store(self.settings.landing, "landing", keyfile=self.settings.keyfile)
 
     @cached_property
     def state_backend(self) -> ObjectStore:
-        return open_store(self.settings.state, "state")
+        return open_store(self.settings.state, "state", keyfile=self.settings.keyfile)
 
     @cached_property
     def state(self) -> StateStore:
@@ -63,7 +63,11 @@ class Runtime:
         return fresh
 
     def warehouse(self, read_only: bool = False) -> Warehouse:
+        from estore_ops.config import parse_size
+
         return open_warehouse(
             self.settings.warehouse, work_dir=self.work_dir, read_only=read_only,
             memory_limit=self.settings.load_memory_limit, batch_mb=self.settings.load_batch_mb,
+            keyfile=self.settings.keyfile, max_bytes_billed=parse_size(self.settings.max_bytes_billed),
+            job_timeout=self.settings.job_timeout_seconds, run_id=self.run_id,
         )

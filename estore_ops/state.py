@@ -3,7 +3,16 @@
 Layout (format_version 1):
   {"format_version": 1, "updated_at": ISO, "folded": {NAME: G, ...},
    "files": {NAME: {"generation": G, "size": S, "status": "loaded|failed|quarantined",
-                    "attempts": A, "rows": R, "loaded_at": ISO, "last_error": str|null, "run_id": str}}}
+                    "attempts": A, "rows": R, "loaded_at": ISO, "last_error": str|null, "run_id": str,
+                    "job_attempt": J, "transient_failures": T}}}
+
+`job_attempt` and `transient_failures` are optional (documents written before they existed read
+as 0): `job_attempt` is the attempt number the next warehouse job of this version uses (BigQuery
+job ids are derived from the file version and this number, so a lost answer re-attaches to the same
+job while a job that really failed leads to a fresh id); `transient_failures` counts the transient
+job failures (backendError, quotaExceeded, ...) since the last counted attempt: every
+TRANSIENT_FAILURES_PER_ATTEMPT of them count as one attempt, so a file BigQuery keeps failing is
+quarantined in the end, without an alert for each passing fault.
 
 A file version is identified by (name, generation). To keep the document small as files
 accumulate, the oldest loaded records beyond the newest few thousand are folded into `folded`, a
@@ -31,7 +40,6 @@ from estore_ops.errors import (
     PreconditionFailedError,
     StateConflictError,
 )
-from estore_ops.retry import retry_call
 from estore_ops.stores.base import ObjectStore
 
 FORMAT_VERSION = 1
@@ -44,6 +52,8 @@ RECOVERY_HINT = (
 
 LOADED, FAILED, QUARANTINED = "loaded", "failed", "quarantined"
 STATUSES = (LOADED, FAILED, QUARANTINED)
+# Transient job failures of one file version that count as one attempt.
+TRANSIENT_FAILURES_PER_ATTEMPT = 3
 
 
 def utcnow() -> datetime:
@@ -65,12 +75,19 @@ class FileRecord:
     last_error: str | None = None
     run_id: str | None = None
     updated_at: str | None = None
+    job_attempt: int = 0
+    transient_failures: int = 0
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FileRecord:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         rec = cls(**known)
-        if rec.status not in STATUSES or not isinstance(rec.generation, int):
+        if (
+            rec.status not in STATUSES
+            or not isinstance(rec.generation, int)
+            or not isinstance(rec.job_attempt, int)
+            or not isinstance(rec.transient_failures, int)
+        ):
             raise ValueError(f"bad record {data!r}")
         return rec
 
@@ -97,23 +114,66 @@ class IngestState:
         return out
 
     # -- changes ----------------------------------------------------------------------------
-    def record_success(self, name: str, generation: int, size: int, rows: int, run_id: str) -> None:
+    def job_attempt(self, name: str, generation: int) -> int:
+        """The attempt number the next warehouse job of this file version uses."""
+        rec = self.files.get(name)
+        return rec.job_attempt if rec is not None and rec.generation == generation else 0
+
+    def record_success(self, name: str, generation: int, size: int, rows: int, run_id: str, job_attempt: int | None = None) -> None:
         prev = self.files.get(name)
-        attempts = prev.attempts + 1 if prev and prev.generation == generation else 1
+        same_version = prev is not None and prev.generation == generation
+        attempts = prev.attempts + 1 if same_version else 1
+        # A forced reload of this version starts past the jobs that loaded it.
+        next_job = job_attempt + 1 if job_attempt is not None else (prev.job_attempt if same_version else 0)
         now = iso(utcnow())
         self.folded.pop(name, None)
-        self.files[name] = FileRecord(generation, size, LOADED, attempts, rows, now, None, run_id, now)
+        self.files[name] = FileRecord(generation, size, LOADED, attempts, rows, now, None, run_id, now, next_job)
 
-    def record_failure(self, name: str, generation: int, size: int, error: str, run_id: str, max_attempts: int) -> FileRecord:
+    def record_failure(
+        self, name: str, generation: int, size: int, error: str, run_id: str, max_attempts: int,
+        job_attempt: int | None = None,
+    ) -> FileRecord:
+        """A counted failure. `job_attempt`: the warehouse job attempt that failed (its ids are spent)."""
         prev = self.files.get(name)
         same_version = prev is not None and prev.generation == generation and prev.status != LOADED
         if same_version and prev.run_id == run_id:
             attempts = prev.attempts  # this run's failure is already counted (a retried state write)
         else:
             attempts = prev.attempts + 1 if same_version else 1
+        return self._set_failed(name, generation, size, error, run_id, max_attempts, attempts, 0, job_attempt, prev)
+
+    def record_transient_failure(
+        self, name: str, generation: int, size: int, error: str, run_id: str, max_attempts: int, job_attempt: int,
+    ) -> tuple[FileRecord, bool]:
+        """A warehouse job of this version failed with a transient error (backendError, ...).
+
+        Not counted as an attempt on its own: every TRANSIENT_FAILURES_PER_ATTEMPT of them are.
+        Returns the record and whether this failure was counted.
+        """
+        prev = self.files.get(name)
+        same_version = prev is not None and prev.generation == generation and prev.status != LOADED
+        if same_version and prev.run_id == run_id and prev.job_attempt > job_attempt:
+            return prev, False  # already recorded by this run (a retried state write)
+        attempts = prev.attempts if same_version else 0
+        transient = (prev.transient_failures if same_version else 0) + 1
+        counted = transient >= TRANSIENT_FAILURES_PER_ATTEMPT
+        if counted:
+            attempts, transient = attempts + 1, 0
+            error = f"{error} (transient failures of BigQuery jobs for this file count as one attempt every {TRANSIENT_FAILURES_PER_ATTEMPT})"
+        rec = self._set_failed(name, generation, size, error, run_id, max_attempts, attempts, transient, job_attempt, prev)
+        return rec, counted
+
+    def _set_failed(
+        self, name: str, generation: int, size: int, error: str, run_id: str, max_attempts: int,
+        attempts: int, transient: int, job_attempt: int | None, prev: FileRecord | None,
+    ) -> FileRecord:
         status = QUARANTINED if attempts >= max_attempts else FAILED
+        if job_attempt is not None:
+            next_job = job_attempt + 1
+        else:
+            next_job = prev.job_attempt if prev is not None and prev.generation == generation else 0
         now = iso(utcnow())
-        rec = FileRecord(generation, size, status, attempts, None, None, error[:2000], run_id, now)
+        rec = FileRecord(generation, size, status, attempts, None, None, error[:2000], run_id, now, next_job, transient)
         self.folded.pop(name, None)
         self.files[name] = rec
         return rec
@@ -198,7 +258,7 @@ class StateStore:
 
     def read(self) -> Snapshot:
         try:
-            raw, generation = retry_call(self.store.read, self.name, what=f"read {self.location}")
+            raw, generation = self.store.read(self.name)
         except ObjectNotFoundError:
             return Snapshot(IngestState(), 0)
         return Snapshot(IngestState.from_bytes(raw, self.location), generation, raw)
@@ -208,11 +268,11 @@ class StateStore:
         from estore_ops.faults import fault_point
 
         if base.raw:
-            retry_call(self.store.write, self.previous_name, base.raw, what=f"write {self.store.uri(self.previous_name)}")
+            self.store.write(self.previous_name, base.raw)
         fault_point("state_write")
         data = state.to_bytes()
         try:
-            generation = retry_call(self.store.write, self.name, data, if_generation_match=base.generation, what=f"write {self.location}")
+            generation = self.store.write(self.name, data, if_generation_match=base.generation)
         except PreconditionFailedError:
             raise StateConflictError(
                 f"The state document {self.location} was changed by another writer since it was read "

@@ -5,6 +5,13 @@ stays fast. Everything dbt writes (profiles.yml, target/, logs/) goes under `wor
 into the project folder, so a packaged, read-only project works too.
 
 `build` never runs snapshots (they have their own schedule: `command="snapshot"`).
+
+Stopping: `stopped_by_signals(on_stop)` turns SIGTERM (systemd's stop, or its TimeoutStartSec) and
+SIGINT into `TransformStopped` inside the dbt invocation, so dbt starts no further node, and at once
+starts `on_stop` in a thread: the caller cancels every BigQuery job running under this run's label
+(dbt's jobs carry it through the query comment, see dbt_project.yml). Cancelling first is what lets
+dbt's worker threads, which wait for those jobs, finish; a job left running goes on billing after
+the process is gone.
 """
 
 from __future__ import annotations
@@ -12,11 +19,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The environment variable the dbt project's query comment reads the run id from (job label).
+RUN_ID_ENV = "ESTORE_RUN_ID"
 PROFILE_NAME = "estore_ops"
 TARGET_NAME = "main"
 COMMANDS = ("build", "snapshot", "parse", "compile")
@@ -60,6 +73,43 @@ class DbtRunResult:
         for n in self.nodes:
             out[n.status] = out.get(n.status, 0) + 1
         return out
+
+
+class TransformStopped(KeyboardInterrupt):
+    """SIGTERM or SIGINT arrived while dbt ran (dbt cancels its open queries on KeyboardInterrupt)."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+@contextmanager
+def stopped_by_signals(on_stop: Callable[[], None] | None = None) -> Iterator[None]:
+    """While dbt runs, SIGTERM/SIGINT start `on_stop` in a thread (once) and raise TransformStopped
+    in the main thread, after calling the handler installed before (e.g. `watch`'s stop flag).
+    No-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Any] = {}
+    started: list[threading.Thread] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        before = previous.get(signum)
+        if callable(before):
+            before(signum, frame)
+        if on_stop is not None and not started:
+            started.append(threading.Thread(target=on_stop, name="cancel-jobs", daemon=True))
+            started[0].start()
+        raise TransformStopped(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, before in previous.items():
+            signal.signal(sig, before)
 
 
 def default_project_dir() -> Path:
@@ -191,12 +241,15 @@ def run_dbt(
     no_test: bool = False,
     vars: dict[str, Any] | None = None,  # noqa: A002 - dbt's own name
     quiet: bool = False,
+    run_id: str = "",
 ) -> DbtRunResult:
     """Invoke dbt in this process and return what happened.
 
     `build` runs models and tests, never snapshots; `no_test=True` skips tests too.
     A compilation or parse error comes back as ok=False with `error` set (no exception);
     failing models/tests are listed in `nodes` with the first lines of their messages.
+    `run_id` labels the BigQuery jobs dbt starts (estore_run_id); TransformStopped (a stop
+    signal during the run) is raised, not returned.
     """
     if command not in COMMANDS:
         raise ValueError(f"Unknown dbt command {command!r}; expected one of {', '.join(COMMANDS)}.")
@@ -244,6 +297,8 @@ def run_dbt(
         args += ["--vars", json.dumps(vars, default=str)]
 
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    before = os.environ.get(RUN_ID_ENV)
+    os.environ[RUN_ID_ENV] = run_id or "manual"
     try:
         from dbt.cli.main import dbtRunner  # lazy: dbt takes ~1 s to import
 
@@ -252,8 +307,14 @@ def run_dbt(
     except Exception as exc:  # dbt raises a few (usage errors) instead of returning them
         exception, success, result = exc, False, None
     finally:
+        if before is None:
+            os.environ.pop(RUN_ID_ENV, None)
+        else:
+            os.environ[RUN_ID_ENV] = before
         if target.get("type") == "duckdb":
             _release_duckdb()
+    if isinstance(exception, TransformStopped):
+        raise exception  # dbt returned it as a result: the caller cancels this run's jobs
 
     nodes = _node_results(result)
     error: str | None = None

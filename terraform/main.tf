@@ -13,6 +13,7 @@ locals {
 
   apis = var.enable_apis ? toset([
     "bigquery.googleapis.com",
+    "cloudresourcemanager.googleapis.com", # project-level IAM bindings are set through it
     "compute.googleapis.com",
     "iam.googleapis.com",
     "iap.googleapis.com",
@@ -58,7 +59,9 @@ resource "google_storage_bucket" "landing" {
   force_destroy               = false
 
   # Versioning keeps every overwritten or deleted object, so the state document's history (cursor,
-  # lock, runs under state/) can be recovered after a bad write.
+  # lock, runs under state/) can be recovered after a bad write. Noncurrent versions are kept by
+  # age only: the state is rewritten every few minutes, so a cap on their number would keep hours,
+  # not the noncurrent_version_days promised.
   versioning {
     enabled = true
   }
@@ -72,24 +75,36 @@ resource "google_storage_bucket" "landing" {
     }
   }
 
-  lifecycle_rule {
-    condition {
-      num_newer_versions = var.noncurrent_versions_kept
-      with_state         = "ARCHIVED"
-    }
-    action {
-      type = "Delete"
-    }
-  }
-
   depends_on = [google_project_service.apis]
 }
 
-# Read, write and delete objects (landing files, state/ with generation preconditions) in this bucket only.
-resource "google_storage_bucket_iam_member" "vm_objects" {
+# Least privilege on the bucket: the VM reads and lists everything, and writes only under state/.
+# The landing files can be neither overwritten nor deleted by the jobs that read them.
+#
+# Why IAM conditions and not two buckets: Cloud Storage evaluates a condition on resource.name
+# against the object for object permissions (get, create, delete, update), so a prefix condition
+# limits writes exactly. It cannot limit listing: storage.objects.list is checked on the bucket,
+# whose resource name never starts with an object prefix
+# (https://cloud.google.com/storage/docs/access-control/iam#conditions). So read and list are granted
+# on the whole bucket without a condition, and only the write role carries the state/ condition.
+# One bucket keeps the deployed URLs (gs://BUCKET/landing, gs://BUCKET/state) as they were;
+# IAM conditions need uniform bucket-level access, which this bucket has.
+resource "google_storage_bucket_iam_member" "vm_read" {
   bucket = google_storage_bucket.landing.name
-  role   = "roles/storage.objectAdmin"
+  role   = "roles/storage.objectViewer"
   member = google_service_account.vm.member
+}
+
+resource "google_storage_bucket_iam_member" "vm_write_state" {
+  bucket = google_storage_bucket.landing.name
+  role   = "roles/storage.objectUser"
+  member = google_service_account.vm.member
+
+  condition {
+    title       = "estore-ops state only"
+    description = "Create, replace and delete objects under state/ (cursor, lock, runs, heartbeats); never the landing files."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.landing.name}/objects/state/\")"
+  }
 }
 
 # --- BigQuery ---------------------------------------------------------------------------------------
@@ -120,6 +135,11 @@ resource "google_bigquery_dataset_iam_member" "vm_data_editor" {
 
 # Only the secret: its value is added with `gcloud secrets versions add` (docs/deploying.md), so the
 # token never appears in this configuration or in the Terraform state.
+#
+# Who can read it: the VM's service account (below), and principals whose project-level roles
+# include secretmanager.versions.access, such as project owners (roles/owner) and anyone granted
+# roles/secretmanager.admin or roles/secretmanager.secretAccessor on the project. Terraform cannot
+# take that away from owners; keep the list of project owners short.
 resource "google_secret_manager_secret" "slack_token" {
   secret_id = "${var.name}-slack-token"
 
@@ -130,7 +150,7 @@ resource "google_secret_manager_secret" "slack_token" {
   depends_on = [google_project_service.apis]
 }
 
-# Authoritative for this role on this secret: the VM's account is the only principal that can read it.
+# Authoritative for this role on this secret: no other principal gets secretAccessor on it here.
 resource "google_secret_manager_secret_iam_binding" "slack_token_accessor" {
   secret_id = google_secret_manager_secret.slack_token.id
   role      = "roles/secretmanager.secretAccessor"
@@ -261,13 +281,21 @@ resource "google_compute_instance" "vm" {
     })
   }
 
+  lifecycle {
+    precondition {
+      condition     = startswith(var.zone, "${var.region}-")
+      error_message = "zone must be a zone of region (e.g. europe-west1-b for europe-west1): the VM and its subnet must be in the same region."
+    }
+  }
+
   # The first boot needs the roles, the secret binding and NAT (for pip) to be in place.
   depends_on = [
     google_bigquery_dataset_iam_member.vm_data_editor,
     google_compute_router_nat.nat,
     google_project_iam_member.vm_bigquery_job_user,
     google_secret_manager_secret_iam_binding.slack_token_accessor,
-    google_storage_bucket_iam_member.vm_objects,
+    google_storage_bucket_iam_member.vm_read,
+    google_storage_bucket_iam_member.vm_write_state,
   ]
 }
 
@@ -289,6 +317,29 @@ resource "google_compute_instance_iam_member" "operators_os_admin_login" {
   zone          = var.zone
   role          = "roles/compute.osAdminLogin"
   member        = each.value
+}
+
+# `gcloud compute ssh` reads the instance and the project's OS Login metadata before it connects:
+# a custom role with exactly those two permissions, narrower than roles/compute.viewer.
+# Operators outside the project's organization also need roles/compute.osLoginExternalUser on the
+# organization (docs/deploying.md gives the command); an organization role cannot be granted here.
+resource "google_project_iam_custom_role" "operator_ssh" {
+  count = length(var.operators) > 0 ? 1 : 0
+
+  role_id     = "estoreOpsSsh_${replace(var.name, "-", "_")}" # role IDs allow letters, digits, '_' and '.'
+  title       = "estore-ops: SSH to the VM (${var.name})"
+  description = "What gcloud compute ssh reads before connecting through IAP with OS Login."
+  permissions = ["compute.instances.get", "compute.projects.get"]
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_project_iam_member" "operators_ssh" {
+  for_each = toset(var.operators)
+
+  project = var.project_id
+  role    = google_project_iam_custom_role.operator_ssh[0].id
+  member  = each.value
 }
 
 # OS Login on a VM that runs as a service account requires actAs on that account.

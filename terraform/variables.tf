@@ -9,24 +9,24 @@ variable "project_id" {
 }
 
 variable "region" {
-  description = "Region of the VM's subnet, router and Cloud NAT, e.g. europe-west1."
+  description = "Region of the VM's subnet, router and Cloud NAT, e.g. europe-west1 or europe-west10."
   type        = string
   default     = "europe-west1"
 
   validation {
-    condition     = can(regex("^[a-z]+-[a-z]+[0-9]$", var.region))
-    error_message = "region must look like europe-west1 or us-central1."
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]{1,2}$", var.region))
+    error_message = "region must look like europe-west1, europe-west10 or us-central1."
   }
 }
 
 variable "zone" {
-  description = "Zone of the VM; must be inside var.region, e.g. europe-west1-b."
+  description = "Zone of the VM; must be inside var.region (checked before the VM is created), e.g. europe-west1-b."
   type        = string
   default     = "europe-west1-b"
 
   validation {
-    condition     = can(regex("^[a-z]+-[a-z]+[0-9]-[a-z]$", var.zone))
-    error_message = "zone must look like europe-west1-b."
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]{1,2}-[a-z]$", var.zone))
+    error_message = "zone must look like europe-west1-b or europe-west10-a."
   }
 }
 
@@ -58,8 +58,8 @@ variable "location" {
   default     = "EU"
 
   validation {
-    condition     = can(regex("^([A-Z]{2}|[a-z]+-[a-z]+[0-9])$", var.location))
-    error_message = "location must be a multi-region such as EU or US, or a region such as europe-west1."
+    condition     = can(regex("^(EU|US|[a-z]+-[a-z]+[0-9]{1,2})$", var.location))
+    error_message = "location must be a multi-region (EU or US) or a region such as europe-west1."
   }
 }
 
@@ -78,31 +78,21 @@ variable "datasets" {
     snapshots = "snapshots"
   }
 
+  # Terraform's regex() is RE2, which refuses repeat counts above 1000: the length is checked apart.
   validation {
-    condition     = alltrue([for id in values(var.datasets) : can(regex("^[A-Za-z_][A-Za-z0-9_]{0,1023}$", id))])
-    error_message = "Each dataset ID may contain only letters, digits and underscores."
+    condition     = alltrue([for id in values(var.datasets) : length(id) <= 1024 && can(regex("^[A-Za-z0-9_]+$", id))])
+    error_message = "Each dataset ID may contain only letters, digits and underscores, 1024 characters at most."
   }
 }
 
 variable "noncurrent_version_days" {
-  description = "Days a noncurrent (overwritten or deleted) object version is kept in the bucket before it is deleted. This is how far back the state history can be recovered."
+  description = "Days a noncurrent (overwritten or deleted) object version is kept in the bucket before it is deleted. This is how far back the state history can be recovered (kept by age, not by count: the state is rewritten every few minutes)."
   type        = number
   default     = 30
 
   validation {
     condition     = var.noncurrent_version_days >= 1 && var.noncurrent_version_days <= 3650 && floor(var.noncurrent_version_days) == var.noncurrent_version_days
     error_message = "noncurrent_version_days must be a whole number between 1 and 3650."
-  }
-}
-
-variable "noncurrent_versions_kept" {
-  description = "At most this many noncurrent versions of one object are kept (the state document is rewritten every run)."
-  type        = number
-  default     = 500
-
-  validation {
-    condition     = var.noncurrent_versions_kept >= 1 && floor(var.noncurrent_versions_kept) == var.noncurrent_versions_kept
-    error_message = "noncurrent_versions_kept must be a whole number of at least 1."
   }
 }
 
@@ -150,13 +140,12 @@ variable "repo_url" {
 }
 
 variable "repo_ref" {
-  description = "Git tag, branch or commit to install. Pin a tag or a commit in production."
+  description = "The release to install: a version tag (v0.1.0) or a full 40-character commit. No branch: a reboot must never change the code."
   type        = string
-  default     = "main"
 
   validation {
-    condition     = can(regex("^[A-Za-z0-9._/-]+$", var.repo_ref))
-    error_message = "repo_ref may contain only letters, digits, '.', '_', '/' and '-'."
+    condition     = can(regex("^(v?[0-9]+\\.[0-9]+\\.[0-9]+([-+][0-9A-Za-z.-]+)?|[0-9a-f]{40})$", var.repo_ref))
+    error_message = "repo_ref must be a version tag such as v0.1.0 or a full 40-character commit hash (a branch such as main moves)."
   }
 }
 
@@ -182,7 +171,7 @@ variable "operators" {
 }
 
 variable "enable_apis" {
-  description = "Enable the Google APIs this configuration needs (compute, iap, bigquery, storage, secretmanager, iam)."
+  description = "Enable the Google APIs this configuration needs (compute, iap, bigquery, storage, secretmanager, iam, cloudresourcemanager)."
   type        = bool
   default     = true
 }

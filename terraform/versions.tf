@@ -4,7 +4,7 @@ terraform {
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 5.30, < 7.0"
+      version = "~> 6.0" # one major version: a new major can change resource semantics
     }
   }
 }

@@ -143,10 +143,7 @@ class FakeGCS:
     def store(self, url: str) -> Any:
         from estore_ops.stores.gcs import GCSStore
 
-        store = GCSStore.from_url(url, client=self.client())
-        # Emulator tests should fail fast, not sit in back-off.
-        store.retry_attempts, store.retry_max_seconds = 3, 10.0
-        return store
+        return GCSStore.from_url(url, client=self.client())
 
 
 @dataclass
@@ -167,8 +164,8 @@ class BQEmulator:
         self.client().create_dataset(f"{self.project}.{name}")
         return name
 
-    def url(self, dataset: str) -> str:
-        return f"bigquery://{self.project}/{dataset}?api_endpoint={self.endpoint}"
+    def url(self, dataset: str, endpoint: str | None = None) -> str:
+        return f"bigquery://{self.project}/{dataset}?location=US&api_endpoint={endpoint or self.endpoint}"
 
 
 def _start(name: str, argv_for_port: Any, env: dict[str, str], log_path: Path, health: Any, attempts: int = 3) -> tuple[Server, int]:

@@ -1,8 +1,9 @@
-"""Transient and permanent backend faults: the chaos+ backends, the retry helper, alerts that hang.
+"""Transient and permanent backend faults: the chaos+ backends, the retry policy, alerts that hang.
 
 `chaos+<url>?fail=..&permanent=..&lost=..&seed=..` wraps a store or a warehouse and fails a share
-of its calls (estore_ops/stores/chaos.py, estore_ops/warehouses/chaos.py). The retries themselves
-live in production code (estore_ops/retry.py) at the call sites of the load path.
+of its calls (estore_ops/stores/chaos.py, estore_ops/warehouses/chaos.py). Like the real backends,
+the chaos backends run each call under the one retry policy (estore_ops/retry.py): callers never
+retry.
 """
 
 from __future__ import annotations
@@ -47,8 +48,13 @@ def _exact(ws: Workspace) -> None:
 
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(retry, "INITIAL_WAIT", 0.001)
-    monkeypatch.setattr(retry, "MAX_WAIT", 0.01)
+    monkeypatch.setattr(retry, "POLICY", retry.RetryPolicy(attempts=8, initial_wait=0.001, max_wait=0.01))
+
+
+@pytest.fixture
+def no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every injected fault surfaces: to measure the chaos backends' own fault rates."""
+    monkeypatch.setattr(retry, "POLICY", retry.RetryPolicy(attempts=1))
 
 
 # -- the chaos backends themselves ----------------------------------------------------------------
@@ -75,7 +81,7 @@ def test_bad_chaos_parameters_are_configuration_errors(ws: Workspace, monkeypatc
     assert message in result.output
 
 
-def test_fault_rates_and_kinds(tmp_path: Path) -> None:
+def test_fault_rates_and_kinds(tmp_path: Path, no_retries: None) -> None:
     store = open_store(f"chaos+file://{tmp_path}?fail=0.3&permanent=0.1&seed=11")
     store.inner.write("x", b"data")
     outcomes = {"ok": 0, "transient": 0, "permanent": 0}
@@ -86,7 +92,7 @@ def test_fault_rates_and_kinds(tmp_path: Path) -> None:
             outcomes["ok"] += 1
         except TransientBackendError as exc:
             outcomes["transient"] += 1
-            messages.add(str(exc).split(": ", 1)[1].split(" (")[0])
+            messages.add(str(exc.__cause__).split(": ", 1)[1].split(" (")[0])  # the injected fault
         except BackendError as exc:
             outcomes["permanent"] += 1
             assert "HTTP 403 Forbidden" in str(exc) and "permanent" in str(exc)
@@ -95,7 +101,7 @@ def test_fault_rates_and_kinds(tmp_path: Path) -> None:
     assert messages == {"HTTP 429 Too Many Requests", "HTTP 503 Service Unavailable", "connection reset by peer"}
 
 
-def test_same_seed_same_faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_same_seed_same_faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_retries: None) -> None:
     from estore_ops.stores import chaos
 
     def sequence() -> list[bool]:
@@ -115,20 +121,32 @@ def test_same_seed_same_faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert 10 < first.count(False) < 40
 
 
-def test_stream_breaks_in_the_middle(tmp_path: Path) -> None:
-    store = open_store(f"chaos+file://{tmp_path}?fail=1&ops=stream&seed=2")
-    store.inner.write("big.csv", b"x" * 100_000)
-    with store.open("big.csv") as fh, pytest.raises(TransientBackendError, match="connection reset|HTTP"):
+def test_a_stream_that_breaks_in_the_middle_resumes_where_it_stopped(tmp_path: Path, fast_retries: None) -> None:
+    store = open_store(f"chaos+file://{tmp_path}?fail=0.6&ops=stream&seed=9")
+    data = bytes(range(256)) * 400  # 102,400 bytes, every offset distinguishable
+    store.inner.write("big.csv", data)
+    with store.open("big.csv") as fh:
         got = b""
         while chunk := fh.read(7000):
             got += chunk
-    assert 0 <= len(got) < 100_000
+    assert got == data  # the reader saw every byte once, in order, and no error
+    assert store.plan.injected["transient"] >= 3  # it did break (and resume) on the way (seed 9: 6 breaks)
 
 
-# -- the retry helper ----------------------------------------------------------------------------
+def test_a_permanent_stream_error_is_not_retried(tmp_path: Path, fast_retries: None) -> None:
+    store = open_store(f"chaos+file://{tmp_path}?permanent=1&ops=stream&seed=2")
+    store.inner.write("big.csv", b"x" * 100_000)
+    with store.open("big.csv") as fh, pytest.raises(BackendError, match="HTTP 403") as raised:
+        while fh.read(7000):
+            pass
+    assert not isinstance(raised.value, TransientBackendError)
+    assert store.plan.injected["permanent"] == 1
 
 
-def test_retry_call_retries_transient_errors_then_succeeds(fast_retries: None) -> None:
+# -- the retry policy ----------------------------------------------------------------------------
+
+
+def test_the_policy_retries_transient_errors_then_succeeds(fast_retries: None) -> None:
     calls = []
 
     def flaky() -> str:
@@ -137,11 +155,11 @@ def test_retry_call_retries_transient_errors_then_succeeds(fast_retries: None) -
             raise TransientBackendError("HTTP 503")
         return "ok"
 
-    assert retry.retry_call(flaky, what="flaky") == "ok"
+    assert retry.POLICY.call(flaky, what="flaky") == "ok"
     assert len(calls) == 4
 
 
-def test_retry_call_is_bounded_and_says_it_gave_up(fast_retries: None) -> None:
+def test_the_policy_is_bounded_and_says_it_gave_up(fast_retries: None) -> None:
     calls = []
 
     def down() -> None:
@@ -149,15 +167,15 @@ def test_retry_call_is_bounded_and_says_it_gave_up(fast_retries: None) -> None:
         raise TransientBackendError("stat gs://b/x: HTTP 503")
 
     started = time.monotonic()
-    with pytest.raises(TransientBackendError, match=rf"HTTP 503 \(gave up after {retry.ATTEMPTS} attempts\)"):
-        retry.retry_call(down)
-    assert len(calls) == retry.ATTEMPTS
+    with pytest.raises(TransientBackendError, match=rf"stat x: stat gs://b/x: HTTP 503 \(gave up after {retry.POLICY.attempts} attempts") as raised:
+        retry.POLICY.call(down, what="stat x")
+    assert raised.value.exhausted  # an outer layer must not retry it again
+    assert len(calls) == retry.POLICY.attempts
     assert time.monotonic() - started < 2
 
 
-def test_retry_call_total_time_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(retry, "MAX_SECONDS", 0.3)
-    monkeypatch.setattr(retry, "INITIAL_WAIT", 0.1)
+def test_the_policy_total_time_is_bounded() -> None:
+    policy = retry.RetryPolicy(attempts=100, max_seconds=0.3, initial_wait=0.1, max_wait=0.2)
 
     def slow_and_down() -> None:
         time.sleep(0.1)
@@ -165,11 +183,11 @@ def test_retry_call_total_time_is_bounded(monkeypatch: pytest.MonkeyPatch) -> No
 
     started = time.monotonic()
     with pytest.raises(TransientBackendError):
-        retry.retry_call(slow_and_down)
-    assert time.monotonic() - started < 0.3 + retry.MAX_WAIT + 0.2
+        policy.call(slow_and_down, what="slow")
+    assert time.monotonic() - started < 0.3 + policy.max_wait + 0.2
 
 
-def test_retry_call_does_not_retry_permanent_errors() -> None:
+def test_the_policy_does_not_retry_permanent_errors() -> None:
     calls = []
 
     def forbidden() -> None:
@@ -177,7 +195,20 @@ def test_retry_call_does_not_retry_permanent_errors() -> None:
         raise BackendError("HTTP 403")
 
     with pytest.raises(BackendError, match="HTTP 403"):
-        retry.retry_call(forbidden)
+        retry.POLICY.call(forbidden, what="forbidden")
+    assert calls == [1]
+
+
+def test_an_exhausted_transient_error_is_not_retried_again(fast_retries: None) -> None:
+    """A backend wrapped in another (chaos+gs://) never multiplies the inner one's retries."""
+    calls = []
+
+    def inner_gave_up() -> None:
+        calls.append(1)
+        raise TransientBackendError("gave up after 6 attempts", exhausted=True)
+
+    with pytest.raises(TransientBackendError, match="gave up after 6 attempts"):
+        retry.POLICY.call(inner_gave_up, what="outer")
     assert calls == [1]
 
 

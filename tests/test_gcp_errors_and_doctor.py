@@ -10,6 +10,7 @@ import requests
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 
+from estore_ops import retry
 from estore_ops.config import load_settings
 from estore_ops.doctor import run_doctor
 from estore_ops.errors import BackendError, ObjectNotFoundError, PreconditionFailedError, TransientBackendError
@@ -18,12 +19,16 @@ from estore_ops.warehouses.bigquery import BigQueryWarehouse
 from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs, gcs_bucket  # noqa: F401 - fixtures
 
 
+@pytest.fixture(autouse=True)
+def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retry, "POLICY", retry.RetryPolicy(attempts=6, initial_wait=0.001, max_wait=0.001))
+
+
 def _store_with(reload_effect) -> tuple[GCSStore, mock.Mock]:
     client = mock.MagicMock()
     blob = client.bucket.return_value.blob.return_value
     blob.reload.side_effect = reload_effect
     store = GCSStore.from_url("gs://bkt/land", client=client)
-    store.retry_initial_wait = store.retry_max_wait = 0.001
     return store, blob
 
 
@@ -42,7 +47,7 @@ def test_gcs_transient_errors_are_retried_then_succeed() -> None:
 
 def test_gcs_transient_errors_are_bounded() -> None:
     store, _ = _store_with(gexc.InternalServerError("boom"))
-    with pytest.raises(TransientBackendError, match="after 6 attempts"):
+    with pytest.raises(TransientBackendError, match="gave up after 6 attempts"):
         store.stat("a.csv")
 
 
@@ -51,8 +56,10 @@ def test_gcs_forbidden_names_bucket_and_role() -> None:
     with pytest.raises(BackendError, match=r"gs://bkt.*roles/storage\.objectViewer"):
         store.stat("a.csv")
     store._client.bucket.return_value.blob.return_value.upload_from_string.side_effect = gexc.Forbidden("denied")
-    with pytest.raises(BackendError, match=r"roles/storage\.objectUser"):
+    with pytest.raises(BackendError, match=r"roles/storage\.objectUser") as denied:
         store.write("a.csv", b"x")
+    # Writes are granted on the store's prefix only: the suggested command carries the condition.
+    assert 'expression=resource.name.startsWith("projects/_/buckets/bkt/objects/land/")' in str(denied.value)
 
 
 def test_gcs_missing_bucket_vs_missing_object() -> None:
@@ -81,12 +88,12 @@ def test_gcs_precondition_failure() -> None:
 
 def test_bigquery_forbidden_and_missing_dataset_are_explained() -> None:
     client = mock.MagicMock()
-    wh = BigQueryWarehouse.from_url("bigquery://proj/ds", client=client)
+    wh = BigQueryWarehouse.from_url("bigquery://proj-1234/ds?location=EU", client=client)
     client.get_dataset.side_effect = gexc.Forbidden("Access Denied")
-    with pytest.raises(BackendError, match=r"proj\.ds.*roles/bigquery\.dataEditor.*roles/bigquery\.jobUser"):
+    with pytest.raises(BackendError, match=r"proj-1234\.ds.*roles/bigquery\.dataEditor.*roles/bigquery\.jobUser"):
         wh.ensure_raw_table()
     client.get_dataset.side_effect = gexc.NotFound("Not found: Dataset proj:ds")
-    with pytest.raises(BackendError, match=r"proj\.ds does not exist.*terraform"):
+    with pytest.raises(BackendError, match=r"proj-1234\.ds does not exist.*terraform"):
         wh.ensure_raw_table()
 
 

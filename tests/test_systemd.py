@@ -156,6 +156,8 @@ def test_install_enables_one_ingest_mode_and_disables_the_other_first(layout, mo
         assert disable[0][3:] == ["estore-ops-ingest.timer"]
         assert enable[0][3:] == [t for t in TIMERS if t != "estore-ops-ingest.timer"] + [WATCH]
         assert result.services == [WATCH]
+        # A running watch loop is restarted so it runs the code and unit just installed.
+        assert run.calls[-1] == ["systemctl", "restart", WATCH]
     else:
         assert disable[0][3:] == [WATCH]
         assert enable[0][3:] == TIMERS and result.services == []

@@ -195,7 +195,9 @@ class ExternalTableQueries:
             def values(self):  # noqa: D102 - what google.cloud.bigquery.Row offers
                 return list(super().values())
 
-        class Job:
+        class Job:  # a finished job, as jobs.get would describe it
+            job_id, state, error_result = "estore_q_external", "DONE", None
+
             def result(self, **_: Any) -> list[Row]:
                 return [Row(r) for r in rows]
 

@@ -237,8 +237,8 @@ def install(
     ReadWritePaths= directories owned by it, write the unit files (0644, atomically), `systemctl
     daemon-reload`, then the ingest mode: `ingest="timer"` disables and stops the watch service
     and enables every timer; `ingest="events"` disables and stops the ingest timer, enables the other
-    timers and the watch service. The other mode is always switched off first, so the two never run
-    together. Idempotent. With dry_run=True nothing is written and no command runs: the result lists
+    timers and the watch service, and restarts it so it runs what was just installed. The other mode is
+    always switched off first, so the two never run together. Idempotent. With dry_run=True nothing is written and no command runs: the result lists
     the files and the commands instead.
     """
     if ingest not in INGEST_MODES:
@@ -273,6 +273,10 @@ def install(
     elif WATCH_SERVICE in units:
         systemctl.append(["systemctl", "disable", "--now", WATCH_SERVICE])
     systemctl.append(["systemctl", "enable", "--now", *timers, *services])
+    if services:
+        # `enable --now` leaves a running service as it is: restart it so it runs the code and
+        # units just installed (SIGTERM lets it finish the file in progress first).
+        systemctl.append(["systemctl", "restart", *services])
 
     result = InstallResult(dry_run, unit_dir, files, commands + systemctl, user, create_user, timers, ingest, services)
     if dry_run:

@@ -75,7 +75,9 @@ class FolderSource(ArrivalSource):
 
     # -- listening ------------------------------------------------------------------------------
     def start(self) -> None:
-        import watchfiles  # noqa: F401 - fail here, with the reason, if the install is broken
+        import watchfiles  # fail here, with the reason, if the install is broken
+
+        del watchfiles
 
         self.stop()
         try:

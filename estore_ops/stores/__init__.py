@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlparse
 
 from estore_ops.errors import ConfigError, MissingExtraError
@@ -15,8 +16,10 @@ def store_scheme(url: str) -> str:
     return scheme if len(scheme) > 1 else "file"  # "C:" style drive letters are not schemes
 
 
-def open_store(url: str, setting: str = "location") -> ObjectStore:
-    """Open the store a URL names; `setting` names the configuration key for error messages."""
+def open_store(url: str, setting: str = "location", **options: Any) -> ObjectStore:
+    """Open the store a URL names; `setting` names the configuration key for error messages.
+
+    `options`: `keyfile` (Google credentials for gs://; other stores ignore it)."""
     scheme = store_scheme(url)
     if scheme == "file":
         from estore_ops.stores.local import LocalFolderStore
@@ -27,7 +30,7 @@ def open_store(url: str, setting: str = "location") -> ObjectStore:
         # Fault injection for tests and drills: wraps the store named after "chaos+".
         from estore_ops.stores.chaos import ChaosStore
 
-        return ChaosStore.from_url(url, setting)
+        return ChaosStore.from_url(url, setting, **options)
     if scheme == "gs":
         try:
             from estore_ops.stores.gcs import GCSStore
@@ -36,7 +39,7 @@ def open_store(url: str, setting: str = "location") -> ObjectStore:
                 f"{setting} = {url} needs the Google Cloud client libraries. "
                 "Install them with: pip install 'estore-ops[gcp]'"
             ) from None
-        return GCSStore.from_url(url)
+        return GCSStore.from_url(url, keyfile=options.get("keyfile") or None)
     raise ConfigError(
         f"{setting} = {url}: unknown scheme {scheme!r}. Use a folder path, file:///path or gs://bucket/prefix."
     )

@@ -7,13 +7,16 @@ An implementation must:
   Generations are integers in microseconds that grow with each write of a name (GCS: the
   generation itself; local folder: max(mtime, ctime), forced to grow on writes through the
   store), so they also order files by arrival.
-- `open(name)`: a binary stream of the stored bytes (no decompression).
+- `open(name)`: a binary stream of the stored bytes (no decompression). A remote store's stream
+  survives transient errors: it reopens at the offset reached (`ResumingReader`), so a reader
+  sees the whole object or one classified error.
 - `read(name)`: bytes and generation of one small object, read consistently.
 - `write(name, data, if_generation_match)`: replace an object in one request; with
   `if_generation_match=0` the object must not exist, with `g > 0` its generation must be `g`,
   else `PreconditionFailedError`. Returns the new generation. This is what makes the state
   document a compare-and-swap register.
-- `delete(name, if_generation_match)`: remove, with the same precondition rule.
+- `delete(name, if_generation_match)`: remove, with the same precondition rule. A retried delete
+  that finds the object gone succeeds (its first attempt removed it; the answer was lost).
 - `local_path(name)`: a filesystem path for zero-copy reads when the store is local, else None
   (and `local_root`, the folder itself).
 - `uri(name)`: where the object lives, for messages and for warehouses that read it themselves.
@@ -23,11 +26,14 @@ Names that escape the root are refused with `UnsafeNameError`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+import io
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
+
+T = TypeVar("T")
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 
@@ -106,3 +112,67 @@ class ObjectStore(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+class ResumingReader(io.RawIOBase):
+    """A read-only stream that survives transient errors of the stream under it.
+
+    `open_at(offset)` opens the object at that byte offset (pinned to one generation by the
+    store); `call(fn)` runs fn under the store's retry policy and error translation. Each read
+    is one policy call: a transient error closes the broken stream and the retry reopens it where
+    the last good byte ended, so a reader never sees a reset, only the bytes or a classified error.
+    """
+
+    def __init__(self, open_at: Callable[[int], Any], call: Callable[[Callable[[], Any]], Any]) -> None:
+        super().__init__()
+        self._open_at, self._call = open_at, call
+        self._pos = 0
+        self._stream: Any = None
+        self._stream = call(lambda: open_at(0))  # a missing object fails here, at open
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_SET or offset < 0:
+            raise io.UnsupportedOperation("ResumingReader seeks to absolute offsets only")
+        if offset != self._pos:
+            self._drop()
+            self._pos = offset
+        return self._pos
+
+    def _drop(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:  # noqa: BLE001 - a broken stream may fail to close too
+                pass
+
+    def readinto(self, buffer: Any) -> int:
+        want = len(buffer)
+
+        def once() -> bytes:
+            if self._stream is None:
+                self._stream = self._open_at(self._pos)
+            try:
+                return self._stream.read(want)
+            except BaseException:
+                self._drop()  # reopened at self._pos by the next attempt
+                raise
+
+        data = self._call(once) if want else b""
+        n = len(data)
+        buffer[:n] = data
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        self._drop()
+        super().close()

@@ -19,7 +19,10 @@ the calls fail the way a cloud store fails:
               faults reach the data path too.
 
 Faults are drawn before the inner call, so a failed call (except `lost`) changed nothing.
-Nothing here retries: that is the job of the production code above the store (estore_ops.retry).
+Like a real backend, the chaos store runs each call (its injected fault and the inner call) under
+the one retry policy (estore_ops.retry), so callers see what they see from Cloud Storage: success
+or one classified error. A transient error that the inner store already retried is not retried
+again (it is `exhausted`). Reads resume after a broken stream (stores.base.ResumingReader).
 The parameters above are removed from the URL; anything else is passed to the inner store.
 """
 
@@ -27,13 +30,14 @@ from __future__ import annotations
 
 import io
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
-from estore_ops.errors import BackendError, ConfigError, TransientBackendError
-from estore_ops.stores.base import ObjectInfo, ObjectStore
+from estore_ops import retry
+from estore_ops.errors import BackendError, ConfigError, ObjectNotFoundError, PreconditionFailedError, TransientBackendError
+from estore_ops.stores.base import ObjectInfo, ObjectStore, ResumingReader
 
 OPS = ("list", "stat", "open", "read", "write", "delete", "stream")
 PARAMS = ("fail", "permanent", "lost", "ops", "seed", "local")
@@ -45,6 +49,7 @@ TRANSIENT_KINDS = (
 
 
 _OPENED: dict[tuple[str, int], int] = {}
+T = TypeVar("T")
 
 
 class FaultPlan:
@@ -137,11 +142,11 @@ class ChaosStore(ObjectStore):
         self.local = local
 
     @classmethod
-    def from_url(cls, url: str, setting: str = "location") -> ChaosStore:
+    def from_url(cls, url: str, setting: str = "location", **options: Any) -> ChaosStore:
         from estore_ops.stores import open_store
 
         inner_url, params = split_chaos_url(url, setting)
-        inner = open_store(inner_url, setting)
+        inner = open_store(inner_url, setting, **options)
         plan = FaultPlan(url, params, OPS, setting)
         return cls(inner, plan, inner.url, local=params.get("local", "0") in ("1", "true", "yes"))
 
@@ -154,51 +159,85 @@ class ChaosStore(ObjectStore):
             raise self.plan.permanent_error(what)
         raise self.plan.transient_error(what)
 
+    def _call(self, op: str, name: str | None, fn: Callable[[], T]) -> T:
+        where = self.inner.uri(name) if name else self.inner.uri()
+        return retry.POLICY.call(fn, what=f"{op} {where}")
+
     # -- reads ------------------------------------------------------------------------------
     def list(self, prefix: str = "", page_size: int = 1000) -> Iterator[ObjectInfo]:
-        self._maybe_fail("list", prefix or None)
-        return self.inner.list(prefix, page_size)
+        def once() -> Iterator[ObjectInfo]:
+            self._maybe_fail("list", prefix or None)
+            return self.inner.list(prefix, page_size)
+
+        return self._call("list", prefix or None, once)
 
     def stat(self, name: str) -> ObjectInfo:
-        self._maybe_fail("stat", name)
-        return self.inner.stat(name)
+        def once() -> ObjectInfo:
+            self._maybe_fail("stat", name)
+            return self.inner.stat(name)
+
+        return self._call("stat", name, once)
 
     def open(self, name: str) -> BinaryIO:
-        self._maybe_fail("open", name)
-        stream = self.inner.open(name)
-        fault = self.plan.draw("stream")
-        if fault is None:
-            return stream
-        # The connection breaks after a random share of the object was read.
-        size = max(self.inner.stat(name).size, 1)
-        return _BreakingStream(stream, int(self.plan.rng.random() * size), fault, self.plan, f"read {self.inner.uri(name)}")  # type: ignore[return-value]
+        def open_at(offset: int) -> Any:
+            self._maybe_fail("open", name)
+            stream = self.inner.open(name)
+            if offset:
+                stream.seek(offset)
+            fault = self.plan.draw("stream")
+            if fault is None:
+                return stream
+            # The connection breaks after a random share of what is left to read.
+            left = max(self.inner.stat(name).size - offset, 1)
+            return _BreakingStream(stream, int(self.plan.rng.random() * left), fault, self.plan, f"read {self.inner.uri(name)}")
+
+        return ResumingReader(open_at, lambda fn: self._call("read", name, fn))  # type: ignore[return-value]
 
     def read(self, name: str) -> tuple[bytes, int]:
-        self._maybe_fail("read", name)
-        return self.inner.read(name)
+        def once() -> tuple[bytes, int]:
+            self._maybe_fail("read", name)
+            return self.inner.read(name)
+
+        return self._call("read", name, once)
 
     # -- writes -----------------------------------------------------------------------------
     def write(self, name: str, data: bytes, if_generation_match: int | None = None) -> int:
-        fault = self.plan.draw("write")
         what = f"write {self.inner.uri(name)}"
-        if fault == "permanent":
-            raise self.plan.permanent_error(what)
-        if fault == "transient":
-            if self.plan.lost_answer():
-                self.inner.write(name, data, if_generation_match)
-            raise self.plan.transient_error(what)
-        return self.inner.write(name, data, if_generation_match)
+
+        def once() -> int:
+            fault = self.plan.draw("write")
+            if fault == "permanent":
+                raise self.plan.permanent_error(what)
+            if fault == "transient":
+                if self.plan.lost_answer():
+                    self.inner.write(name, data, if_generation_match)
+                raise self.plan.transient_error(what)
+            return self.inner.write(name, data, if_generation_match)
+
+        return self._call("write", name, once)
 
     def delete(self, name: str, if_generation_match: int | None = None) -> None:
-        fault = self.plan.draw("delete")
         what = f"delete {self.inner.uri(name)}"
-        if fault == "permanent":
-            raise self.plan.permanent_error(what)
-        if fault == "transient":
-            if self.plan.lost_answer():
+        attempts = 0
+
+        def once() -> None:
+            nonlocal attempts
+            attempts += 1
+            fault = self.plan.draw("delete")
+            if fault == "permanent":
+                raise self.plan.permanent_error(what)
+            if fault == "transient":
+                if self.plan.lost_answer():
+                    self.inner.delete(name, if_generation_match)
+                raise self.plan.transient_error(what)
+            try:
                 self.inner.delete(name, if_generation_match)
-            raise self.plan.transient_error(what)
-        self.inner.delete(name, if_generation_match)
+            except (ObjectNotFoundError, PreconditionFailedError):
+                if attempts > 1 and not self.inner.exists(name):
+                    return  # an earlier attempt removed it and its answer was lost
+                raise
+
+        self._call("delete", name, once)
 
     def local_path(self, name: str) -> Path | None:
         return self.inner.local_path(name) if self.local else None

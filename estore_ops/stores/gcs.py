@@ -1,17 +1,22 @@
 """Cloud Storage as an object store: `gs://BUCKET[/PREFIX]`, names relative to the prefix.
 
-- Auth: Application Default Credentials (`gcloud auth application-default login`, the VM's service
-  account, or GOOGLE_APPLICATION_CREDENTIALS). When STORAGE_EMULATOR_HOST is set (tests,
-  fake-gcs-server) the client talks to it with anonymous credentials.
+- Auth: the `keyfile` setting (a service-account key) or Application Default Credentials (the VM's
+  service account, `gcloud auth application-default login`, GOOGLE_APPLICATION_CREDENTIALS): the
+  same credentials as the BigQuery warehouse and dbt (estore_ops.google_auth). When
+  STORAGE_EMULATOR_HOST is set (tests, fake-gcs-server) the client uses anonymous credentials.
 - Generations are the object generations GCS keeps (microseconds, growing with each write).
 - Conditional writes are one request (`upload_from_string` with `ifGenerationMatch`, multipart
   upload for small bodies): a 412 becomes PreconditionFailedError. This is the compare-and-swap
   the state document relies on.
-- Every request goes through one retry policy (tenacity: exponential backoff with jitter, bounded
-  in attempts and total time) for 429, 500, 502, 503, 504 and dropped connections; the client
-  library's own retries are switched off so the bounds hold. What is still failing after that
-  becomes TransientBackendError; everything else is translated at this edge into a BackendError
-  that says what to fix (missing bucket, missing role, missing credentials).
+- Every request goes through the one retry policy (estore_ops.retry: 408, 429, 5xx and dropped
+  connections, as Google's retry strategy page lists them), with the client library's own retries
+  switched off so the bounds hold, and a timeout per request. What is still failing after that is a
+  TransientBackendError; everything else is translated at this edge into a BackendError that says
+  what to fix (missing bucket, missing role, missing credentials).
+- Reads stream in ranged requests pinned to the generation stat'ed first; a reset in the middle
+  resumes at the last byte received (stores.base.ResumingReader).
+- A retried write or delete whose first answer was lost finds its own effect (the same bytes; the
+  object gone) and succeeds.
 - Names whose segments start with "." are not listed (like the local folder store, which hides
   its lock file): probes and temporary objects never look like landing files.
 """
@@ -20,19 +25,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import os
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import Any, BinaryIO, TypeVar
+from typing import BinaryIO, TypeVar
 from urllib.parse import urlparse
 
-import requests
-import tenacity
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 from google.cloud import storage
 
+from estore_ops import retry
 from estore_ops.errors import (
     BackendError,
     ConfigError,
@@ -41,41 +44,14 @@ from estore_ops.errors import (
     TransientBackendError,
     UnsafeNameError,
 )
-from estore_ops.stores.base import ObjectInfo, ObjectStore
+from estore_ops.google_auth import ADC_HINT, credentials
+from estore_ops.stores.base import ObjectInfo, ObjectStore, ResumingReader
 
 T = TypeVar("T")
 
 READ_ROLE = "roles/storage.objectViewer"
-WRITE_ROLE = "roles/storage.objectUser (or roles/storage.objectAdmin)"
-ADC_HINT = (
-    "Run `gcloud auth application-default login` (a workstation), attach a service account (a VM), "
-    "or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file."
-)
-
-_TRANSIENT_API = (
-    gexc.TooManyRequests,  # 429
-    gexc.InternalServerError,  # 500
-    gexc.BadGateway,  # 502
-    gexc.ServiceUnavailable,  # 503
-    gexc.GatewayTimeout,  # 504
-)
-_TRANSIENT_NET = (
-    requests.exceptions.ConnectionError,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.Timeout,
-    ConnectionResetError,
-    ConnectionAbortedError,
-    auth_exc.TransportError,
-)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """429, 5xx and dropped connections: worth another try."""
-    if isinstance(exc, _TRANSIENT_API + _TRANSIENT_NET):
-        return True
-    # Some transports wrap a reset in a generic error whose cause is the reset.
-    cause = exc.__cause__ or exc.__context__
-    return isinstance(cause, (ConnectionResetError, ConnectionAbortedError))
+# Terraform grants it with an IAM condition on the state/ prefix: the landing files stay read-only.
+WRITE_ROLE = "roles/storage.objectUser (on the state prefix)"
 
 
 def _md5_hex(b64: str | None) -> str | None:
@@ -93,15 +69,13 @@ def _checksum(blob: storage.Blob) -> str | None:
 class GCSStore(ObjectStore):
     """Objects under gs://bucket/prefix; `name` is always relative to the prefix."""
 
-    # Retry bounds (class attributes so tests and drills can shorten them).
-    retry_attempts = 6
-    retry_max_seconds = 120.0
-    retry_initial_wait = 0.5
-    retry_max_wait = 20.0
-    request_timeout: tuple[float, float] = (10.0, 120.0)  # connect, read
+    request_timeout: tuple[float, float] = (10.0, 120.0)  # connect, read: per request
     download_chunk_size = 8 << 20
 
-    def __init__(self, bucket: str, prefix: str = "", client: storage.Client | None = None, project: str | None = None) -> None:
+    def __init__(
+        self, bucket: str, prefix: str = "", client: storage.Client | None = None, project: str | None = None,
+        keyfile: str | None = None,
+    ) -> None:
         if not bucket:
             raise ConfigError("A gs:// location needs a bucket: gs://BUCKET or gs://BUCKET/prefix.")
         self.bucket_name = bucket
@@ -112,29 +86,28 @@ class GCSStore(ObjectStore):
         self.url = f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}"
         self._client = client
         self._project = project
+        self.keyfile = keyfile or None
         self._bucket_known = False
 
     @classmethod
-    def from_url(cls, url: str, client: storage.Client | None = None) -> GCSStore:
+    def from_url(cls, url: str, client: storage.Client | None = None, keyfile: str | None = None) -> GCSStore:
         parsed = urlparse(url)
         if parsed.scheme != "gs" or not parsed.netloc:
             raise ConfigError(f"{url} is not a Cloud Storage location: write gs://BUCKET or gs://BUCKET/prefix.")
-        return cls(parsed.netloc, parsed.path, client=client)
+        return cls(parsed.netloc, parsed.path, client=client, keyfile=keyfile)
 
     # -- client ------------------------------------------------------------------------------
     @property
     def client(self) -> storage.Client:
         if self._client is None:
-            try:
-                if os.environ.get("STORAGE_EMULATOR_HOST"):
-                    from google.auth.credentials import AnonymousCredentials
+            if os.environ.get("STORAGE_EMULATOR_HOST"):
+                from google.auth.credentials import AnonymousCredentials
 
-                    project = self._project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "test-project"
-                    self._client = storage.Client(project=project, credentials=AnonymousCredentials())
-                else:
-                    self._client = storage.Client(project=self._project)
-            except auth_exc.DefaultCredentialsError as exc:
-                raise BackendError(f"No Google credentials to reach {self.url}: {_first_line(exc)}. {ADC_HINT}") from None
+                project = self._project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "test-project"
+                self._client = storage.Client(project=project, credentials=AnonymousCredentials())
+            else:
+                creds, project = credentials(self.keyfile, self.url)
+                self._client = storage.Client(project=self._project or project, credentials=creds)
         return self._client
 
     @property
@@ -172,14 +145,11 @@ class GCSStore(ObjectStore):
 
     # -- the one retry/translate path ----------------------------------------------------------
     def _call(self, op: str, name: str | None, fn: Callable[[], T], writes: bool = False) -> T:
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(is_transient),
-            stop=tenacity.stop_after_attempt(self.retry_attempts) | tenacity.stop_after_delay(self.retry_max_seconds),
-            wait=tenacity.wait_random_exponential(multiplier=self.retry_initial_wait, max=self.retry_max_wait),
-            reraise=True,
-        )
+        where = self.uri(name) if name else self.url
         try:
-            return retrying(fn)
+            return retry.POLICY.call(fn, what=f"Cloud Storage {op} {where}")
+        except TransientBackendError:
+            raise
         except Exception as exc:  # noqa: BLE001 - translated below, or re-raised untouched
             raise self._translate(exc, op, name, writes) from None
 
@@ -200,21 +170,21 @@ class GCSStore(ObjectStore):
         if isinstance(exc, (gexc.Forbidden, gexc.Unauthorized)):
             role = WRITE_ROLE if writes else READ_ROLE
             who = self._principal()
+            condition = ""
+            if writes and self.prefix:
+                # Writes are granted on this store's prefix only, never on the landing files.
+                condition = (f" --condition='title=estore-ops {self.prefix.rstrip('/')},expression=resource.name.startsWith("
+                             f"\"projects/_/buckets/{self.bucket_name}/objects/{self.prefix}\")'")
             return BackendError(
                 f"Access denied to gs://{self.bucket_name} while trying to {op} {where}: "
                 f"{who} lacks {role} on the bucket. Grant it, e.g. "
                 f"`gcloud storage buckets add-iam-policy-binding gs://{self.bucket_name} "
-                f"--member=serviceAccount:SA_EMAIL --role={role.split()[0]}` (or via terraform)."
+                f"--member=serviceAccount:SA_EMAIL --role={role.split()[0]}{condition}` (or via terraform)."
             )
         if isinstance(exc, (auth_exc.DefaultCredentialsError, auth_exc.RefreshError)):
-            return BackendError(f"Google credentials for {where} are missing or invalid: {_first_line(exc)}. {ADC_HINT}")
-        if is_transient(exc):
-            return TransientBackendError(
-                f"Cloud Storage did not answer {op} {where} after {self.retry_attempts} attempts: {_first_line(exc)}. "
-                "It is probably a temporary outage or throttling; the next run tries again."
-            )
+            return BackendError(f"Google credentials for {where} are missing or invalid: {retry.first_line(exc, 300)}. {ADC_HINT}")
         if isinstance(exc, gexc.GoogleAPICallError):
-            return BackendError(f"Cloud Storage refused {op} {where}: {_first_line(exc)}")
+            return BackendError(f"Cloud Storage refused {op} {where}: {retry.first_line(exc, 300)}")
         return exc
 
     def _principal(self) -> str:
@@ -264,7 +234,7 @@ class GCSStore(ObjectStore):
                 page = next(iter(it.pages), None)
                 return (list(page) if page is not None else []), it.next_page_token
 
-            blobs, token = self._call("list", None, fetch)
+            blobs, token = self._call("list", None, fetch)  # one page per call: a failed page is fetched again
             self._bucket_known = True
             for blob in blobs:
                 rel = self._relative(blob.name)
@@ -285,24 +255,17 @@ class GCSStore(ObjectStore):
         return self._info(self._call("stat", name, get), name)
 
     def open(self, name: str) -> BinaryIO:
-        """A stream of the stored bytes (gzip stays gzip), pinned to the generation stat'ed first."""
+        """The stored bytes (gzip stays gzip), read in ranged requests pinned to the generation
+        stat'ed first: a rewrite while we stream fails with 412 (PreconditionFailedError) instead
+        of silently mixing two versions, and a reset resumes where it stopped."""
         full = self._check_name(name)
         info = self.stat(name)
         blob = self.bucket.blob(full)
 
-        def open_reader() -> Any:
-            return blob.open(
-                "rb",
-                chunk_size=self.download_chunk_size,
-                raw_download=True,
-                # A rewrite while we stream makes the next range request fail with 412 instead
-                # of silently mixing two versions.
-                if_generation_match=info.generation,
-                retry=None,
-            )
+        def open_at(offset: int) -> _RangeReader:
+            return _RangeReader(self, blob, info.size, info.generation, offset)
 
-        reader = self._call("open", name, open_reader)
-        return _TranslatingReader(reader, self, name)  # type: ignore[return-value]
+        return ResumingReader(open_at, lambda fn: self._call("read", name, fn))  # type: ignore[return-value]
 
     def read(self, name: str) -> tuple[bytes, int]:
         full = self._check_name(name)
@@ -355,11 +318,19 @@ class GCSStore(ObjectStore):
             if self.exists(name):
                 raise PreconditionFailedError(f"{self.uri(name)} exists, expected none: another writer created it.")
             return
+        attempts = 0
 
         def remove() -> None:
-            self.bucket.blob(full).delete(
-                if_generation_match=if_generation_match, retry=None, timeout=self.request_timeout
-            )
+            nonlocal attempts
+            attempts += 1
+            try:
+                self.bucket.blob(full).delete(
+                    if_generation_match=if_generation_match, retry=None, timeout=self.request_timeout
+                )
+            except gexc.NotFound:
+                if attempts > 1:
+                    return  # an earlier attempt removed it and its answer was lost
+                raise
 
         try:
             self._call("delete", name, remove, writes=True)
@@ -371,42 +342,22 @@ class GCSStore(ObjectStore):
             raise
 
 
-class _TranslatingReader(io.RawIOBase):
-    """Wraps the client's BlobReader so errors while streaming are translated like every other call."""
+class _RangeReader:
+    """Reads one object generation from an offset, one ranged request per read."""
 
-    def __init__(self, reader: Any, store: GCSStore, name: str) -> None:
-        self._reader = reader
-        self._store = store
-        self._name = name
+    def __init__(self, store: GCSStore, blob: storage.Blob, size: int, generation: int, offset: int) -> None:
+        self.store, self.blob, self.size, self.generation, self.pos = store, blob, size, generation, offset
 
-    def readable(self) -> bool:
-        return True
-
-    def _do(self, fn: Callable[[], T]) -> T:
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001
-            raise self._store._translate(exc, "read", self._name, False) from None
-
-    def read(self, size: int = -1) -> bytes:
-        return self._do(lambda: self._reader.read(size))
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        n = len(data)
-        b[:n] = data
-        return n
-
-    def readall(self) -> bytes:
-        return self.read(-1)
+    def read(self, n: int = -1) -> bytes:
+        if self.pos >= self.size:
+            return b""
+        end = self.size if n is None or n < 0 else min(self.size, self.pos + max(n, 1))
+        data = self.blob.download_as_bytes(
+            start=self.pos, end=end - 1, raw_download=True, if_generation_match=self.generation,
+            checksum=None, retry=None, timeout=self.store.request_timeout,
+        )
+        self.pos += len(data)
+        return data
 
     def close(self) -> None:
-        try:
-            self._reader.close()
-        finally:
-            super().close()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+        pass

@@ -12,6 +12,11 @@ An implementation must:
   `on_begin(items)` is called before the warehouse starts on each group of files: an in-process
   warehouse tells the caller which files a crash from here on would be blamed on. An item marked
   `solo` must be loaded in a transaction of its own (it failed before, or a run died on its batch).
+  `job_attempt` (from the state) numbers the warehouse jobs of this version: a warehouse with
+  deterministic job ids (BigQuery) derives them from the version and this number. An outcome
+  with `job_failed` says a job of that attempt ran and failed (its ids are spent; the caller
+  records it so the next attempt uses fresh ids); `retryable` failures are not the file's fault.
+  Transient failures are retried inside the warehouse (estore_ops.retry), never by the caller.
 - `rows_by_file()`: row count per `_source_file` (checks, `cursor show`, drills).
 - `count_by_version(since, until)`: row count per (`_source_file`, `_source_generation`) in ONE
   grouped query, limited to `since <= event_time < until` when given (BigQuery prunes partitions
@@ -44,6 +49,7 @@ class LoadItem:
     info: ObjectInfo
     header: tuple[str, ...]
     solo: bool = False
+    job_attempt: int = 0
 
 
 @dataclass
@@ -57,6 +63,13 @@ class FileOutcome:
     error: str | None = None
     retryable: bool = False  # e.g. the file changed while loading: not counted as an attempt
     batch_files: int = 1  # files committed in the same transaction (seconds is that transaction's time)
+    job_attempt: int | None = None  # the warehouse job attempt used (None: no numbered job ran)
+    job_failed: bool = False  # a job of that attempt ran and failed: the next attempt needs fresh ids
+    deferred: bool = False  # set by the caller: a transient job failure, recorded, not yet counted
+
+    @property
+    def status(self) -> str:
+        return "loaded" if self.ok else "deferred" if self.deferred else "failed"
 
 
 class Warehouse(abc.ABC):

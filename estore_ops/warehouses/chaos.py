@@ -3,11 +3,13 @@
 It wraps a warehouse URL (`chaos+duckdb:////abs/path.duckdb`, `chaos+bigquery://project/dataset`)
 and makes a share of the calls fail the way a cloud warehouse fails:
 
-- `fail`      share of calls that fail *retryably* (HTTP 429/503, connection reset):
-              `ensure_raw_table`, `rows_by_file`, `count_by_version`, `query`
-              and `count_source_rows` raise `TransientBackendError`;
-              a file's load ends as a retryable `FileOutcome` (nothing of it committed, unless
-              `lost`), exactly what the BigQuery warehouse reports after its own retries ran out.
+- `fail`      share of calls that fail *retryably* (HTTP 429/503, connection reset). Like a real
+              warehouse, the chaos warehouse runs each call (its injected fault and the inner
+              call) under the one retry policy (estore_ops.retry); when the policy gives up,
+              `ensure_raw_table`, `rows_by_file`, `count_by_version`, `query`, `query_records`
+              and `count_source_rows` raise `TransientBackendError` and a
+              file's load ends as a retryable `FileOutcome` (nothing of it committed, unless
+              `lost`), exactly what the BigQuery warehouse reports after its own retries.
 - `permanent` share of calls that fail *permanently*: a `BackendError` (HTTP 403) is raised, for
               a file's load too (access denied is not the file's fault: the run stops).
 - `lost`      share of the transient load failures that happen *after* the inner warehouse
@@ -17,7 +19,6 @@ and makes a share of the calls fail the way a cloud warehouse fails:
 - `seed`      seed of the fault sequence; default random.
 
 The parameters above are removed from the URL; anything else is passed to the inner warehouse.
-Nothing here retries: that is the job of the production code above the warehouse.
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from estore_ops import retry
+from estore_ops.errors import TransientBackendError
 from estore_ops.stores.base import ObjectInfo, ObjectStore
 from estore_ops.stores.chaos import FaultPlan, split_chaos_url
 from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
 
 OPS = ("ensure", "rows", "query", "load")
+T = TypeVar("T")
 
 
 class ChaosWarehouse(Warehouse):
@@ -56,50 +60,57 @@ class ChaosWarehouse(Warehouse):
         if fault == "transient":
             raise self.plan.transient_error(f"{what} in {self.inner.url}")
 
+    def _call(self, op: str, what: str, fn: Callable[[], T]) -> T:
+        def once() -> T:
+            self._maybe_fail(op, what)
+            return fn()
+
+        return retry.POLICY.call(once, what=f"{what} in {self.inner.url}")
+
     def ensure_raw_table(self) -> None:
-        self._maybe_fail("ensure", "create the raw table")
-        self.inner.ensure_raw_table()
+        self._call("ensure", "create the raw table", self.inner.ensure_raw_table)
 
     def rows_by_file(self) -> dict[str, int]:
-        self._maybe_fail("rows", "count rows by file")
-        return self.inner.rows_by_file()
+        return self._call("rows", "count rows by file", self.inner.rows_by_file)
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
-        self._maybe_fail("query", "run a query")
-        return self.inner.query(sql)
+        return self._call("query", "run a query", lambda: self.inner.query(sql))
 
     def query_records(self, sql: str) -> list[dict[str, Any]]:
-        self._maybe_fail("query", "run a query")
-        return self.inner.query_records(sql)
+        return self._call("query", "run a query", lambda: self.inner.query_records(sql))
 
     def count_by_version(self, since: datetime | None = None, until: datetime | None = None) -> dict[tuple[str, int], int]:
-        self._maybe_fail("rows", "count rows by file version")
-        return self.inner.count_by_version(since, until)
+        return self._call("rows", "count rows by file version", lambda: self.inner.count_by_version(since, until))
 
     def count_source_rows(self, infos: Sequence[ObjectInfo], store: ObjectStore) -> dict[str, int | str]:
-        self._maybe_fail("query", "count the rows of the landing files")
-        return self.inner.count_source_rows(infos, store)
+        infos = list(infos)
+        return self._call("query", "count the rows of the landing files", lambda: self.inner.count_source_rows(infos, store))
 
     def load(
         self, items: Iterable[LoadItem], store: ObjectStore, on_begin: Callable[[list[LoadItem]], None] | None = None
     ) -> Iterator[FileOutcome]:
-        self._maybe_fail("ensure", "create the raw table")  # what the inner load does first
+        self.ensure_raw_table()  # what the inner load does first
         for item in items:
             info = item.info
-            fault = self.plan.draw("load")
-            if fault == "permanent":
-                raise self.plan.permanent_error(f"load {info.name} into {self.inner.url}")
-            if fault == "transient":
-                error = self.plan.transient_error(f"load {info.name} into {self.inner.url}")
-                if self.plan.lost_answer():
-                    # The load happened; only its answer is lost.
-                    list(self.inner.load([item], store, on_begin))
+
+            def once(item: LoadItem = item) -> list[FileOutcome]:
+                fault = self.plan.draw("load")
+                what = f"load {item.info.name} into {self.inner.url}"
+                if fault == "permanent":
+                    raise self.plan.permanent_error(what)
+                if fault == "transient":
+                    if self.plan.lost_answer():
+                        list(self.inner.load([item], store, on_begin))  # the load happened; only its answer is lost
+                    raise self.plan.transient_error(what)
+                return list(self.inner.load([item], store, on_begin))
+
+            try:
+                yield from retry.POLICY.call(once, what=f"load {info.name} into {self.inner.url}")
+            except TransientBackendError as exc:
                 yield FileOutcome(
                     info.name, info.generation, info.size, ok=False, retryable=True,
-                    error=f"{error} Nothing was recorded for this file; it loads again (rows replaced, not duplicated).",
+                    error=f"{exc} Nothing was recorded for this file; it loads again (rows replaced, not duplicated).",
                 )
-                continue
-            yield from self.inner.load([item], store, on_begin)
 
     def dbt_target(self, settings: Any) -> dict[str, Any]:
         return self.inner.dbt_target(settings)

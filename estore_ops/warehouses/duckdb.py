@@ -26,7 +26,6 @@ from estore_ops import schema
 from estore_ops.errors import BackendError, EstoreError, ObjectNotFoundError
 from estore_ops.faults import fault_point
 from estore_ops.logs import get_logger
-from estore_ops.retry import retry_call
 from estore_ops.stores.base import ObjectInfo, ObjectStore, has_pattern_characters
 from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
 
@@ -337,7 +336,7 @@ class DuckDBWarehouse(Warehouse):
 def _current_generation(store: ObjectStore, name: str) -> int:
     """The object's generation now; 0 when it was renamed or deleted while loading."""
     try:
-        return retry_call(store.stat, name, what=f"stat {store.uri(name)}").generation
+        return store.stat(name).generation
     except ObjectNotFoundError:
         return 0
 
@@ -433,12 +432,10 @@ class _readable_path:
         os.close(fd)
         self._tmp = Path(tmp)
 
-        def copy() -> None:  # from the start on each attempt
+        try:
+            # The store's stream resumes after a reset (stores.base.ResumingReader): no retry here.
             with open(tmp, "wb") as out, self.store.open(self.name) as src:
                 shutil.copyfileobj(src, out, 8 << 20)  # streamed in 8 MiB blocks, never parsed here
-
-        try:
-            retry_call(copy, what=f"download {self.store.uri(self.name)}")
         except BaseException:
             self._tmp.unlink(missing_ok=True)  # __exit__ does not run when __enter__ raises
             raise
