@@ -92,10 +92,12 @@ def cmd_split(a: argparse.Namespace) -> dict:
 def cmd_state(a: argparse.Namespace) -> dict:
     """Write the state document a completed load of every landing file would leave.
 
-    Records are made with IngestState.record_success from the files' real generations (so the
-    next scan finds them settled), then folded exactly like ingest.load_files does; with
-    --settled the files are treated as older than the settle margin (as in production, where
-    files arrive over months), so the loader's compaction to KEEP_RECORDS applies.
+    Records are made with IngestState.record_success from the files' real generations and the
+    identity the loader records (inode, ctime, fingerprint; "racy" for a file written within 2 s of
+    the listing), so the next scan finds them settled exactly as after a real load; then folded
+    exactly like ingest.load_files does; with --settled the files are treated as older than the
+    settle margin (as in production, where files arrive over months), so the loader's compaction
+    to KEEP_RECORDS applies.
     """
     from estore_ops import ingest
     from estore_ops.state import IngestState, StateStore
@@ -105,8 +107,10 @@ def cmd_state(a: argparse.Namespace) -> dict:
     landing = LocalFolderStore(a.landing, create=False)
     store = StateStore(LocalFolderStore(a.state))
     state = IngestState()
+    listed_ns = time.time_ns()
     for info in landing.list_csv():
-        state.record_success(info.name, info.generation, info.size, 1, "bench-setup")
+        identity = ingest.file_identity(info, listed_ns) | {"fingerprint": landing.fingerprint(info)}
+        state.record_success(info.name, info.generation, info.size, 1, "bench-setup", identity=identity)
     folded = state.compact(ingest.KEEP_RECORDS) if a.settled else 0
     snap = store.save(store.read(), state)
     return {"records": len(snap.state.files), "folded": folded, "bytes": len(snap.raw),

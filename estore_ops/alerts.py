@@ -18,6 +18,7 @@ from typing import Any
 from estore_ops.documents import JsonDocument
 from estore_ops.logs import get_logger
 from estore_ops.notify import Alert, Notifier, NotifyError
+from estore_ops.output import printable
 from estore_ops.redact import redact
 from estore_ops.stores.base import ObjectStore
 
@@ -34,11 +35,11 @@ class Failure:
     def fingerprint(self) -> str:
         # Numbers that change every run (run ids, timings, generations) do not make a failure new.
         normalized = re.sub(r"\d+", "N", self.error.splitlines()[0] if self.error else "")
-        return hashlib.sha256(f"{self.subject}\x00{normalized}".encode()).hexdigest()[:16]
+        return hashlib.sha256(f"{self.subject}\x00{normalized}".encode(errors="surrogateescape")).hexdigest()[:16]
 
 
 def _first_lines(text: str, n: int = 4, width: int = 400) -> list[str]:
-    return [line[:width] for line in redact(text).strip().splitlines()[:n]]
+    return [line[:width] for line in printable(redact(text)).strip().splitlines()[:n]]
 
 
 class AlertManager:
@@ -75,7 +76,7 @@ class AlertManager:
             return False
         lines = [f"*Run:* `{run_id}`   *Host:* `{socket.gethostname()}`"]
         for f in fresh[:5]:
-            lines.append(f"*Failing:* `{f.subject}`")
+            lines.append(f"*Failing:* `{printable(redact(f.subject), keep_newlines=False)}`")
             lines.extend(f"> {line}" for line in _first_lines(f.error))
         if len(fresh) > 5:
             lines.append(f"... and {len(fresh) - 5} more")

@@ -18,6 +18,11 @@ from estore_ops.errors import EXIT_CODE_HELP, ConfigError, EstoreError, ExitCode
 _debug = False
 
 
+# The base of click's errors (BadParameter, UsageError, ...) as this typer uses it (typer 0.28 ships
+# its own copy of click): they must reach click's handler, which prints them and exits 2.
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 class EstoreGroup(TyperGroup):
     """Turns library errors into one clear line on stderr and the documented exit code."""
 
@@ -32,13 +37,17 @@ class EstoreGroup(TyperGroup):
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-        except typer.Exit:
-            raise
+        except (typer.Exit, _CLICK_ERROR):
+            raise  # click's own: a usage error (a bad option value) exits 2 with click's message
         except OSError as exc:
             # A file or folder the process cannot use (permissions, disk full): one clear line.
+            from estore_ops.environment import from_os_error
+
             _show_traceback()
+            fault = from_os_error(exc, "the path")
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-            typer.echo(_redacted(f"error: {where}{exc.strerror or exc}. Check the path's owner and permissions."), err=True)
+            text = str(fault) if fault else f"{where}{exc.strerror or exc}. Check the path's owner and permissions."
+            typer.echo(_redacted(f"error: {text}"), err=True)
             raise typer.Exit(int(ExitCode.BACKEND)) from None
         except Exception as exc:
             _show_traceback()
@@ -47,9 +56,11 @@ class EstoreGroup(TyperGroup):
 
 
 def _redacted(text: str) -> str:
+    """Secrets masked and control characters shown as escapes: error text carries file names and values."""
+    from estore_ops.output import printable
     from estore_ops.redact import redact
 
-    return redact(text)
+    return printable(redact(text))
 
 
 def _show_traceback() -> None:
@@ -187,6 +198,9 @@ def scan(
             [[p.info.name, out.size(p.info.size), p.info.updated.isoformat(" ", "seconds")[:19], p.why] for p in result.pending],
             keys=["file", "size_bytes", "updated", "why"] if not out.terminal else None,
         )
+    for p in result.pending:
+        if p.info.problem:  # listed, but it will fail alone as it is
+            out.line(f"cannot be loaded as it is: {p.info.problem}", style="yellow")
     if result.quarantined:
         out.line(f"Quarantined (not retried): {', '.join(q.name for q in result.quarantined)}. "
                  "See `estore-ops cursor show`.", style="yellow")
@@ -499,9 +513,15 @@ def health(json_out: JsonOpt = False) -> None:
             [r.check, r.last_success or "never", "" if r.age_seconds is None else f"{r.age_seconds / 60:.1f} min",
              f"{r.max_age_seconds / 60:.0f} min", "STALE" if r.stale else "ok"] for r in rows
         ], keys=["check", "last_success", "age", "limit", "status"])
-    stale = [r.check for r in rows if r.stale]
-    if stale:
-        raise UnhealthyError(f"stale: {', '.join(stale)}" if not json_out else "")
+    for r in rows:
+        if r.failing:
+            out.line(r.problem(), style="red")
+    stale = [r.check for r in rows if r.stale and not r.failing]
+    failing = [r.check for r in rows if r.failing]
+    if stale or failing:
+        parts = ([f"stale: {', '.join(stale)}"] if stale else []) + (
+            [f"failing because of the machine: {', '.join(failing)}"] if failing else [])
+        raise UnhealthyError("; ".join(parts) if not json_out else "")
 
 
 @runs_app.callback()

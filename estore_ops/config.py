@@ -164,7 +164,7 @@ def _anchor(value: str, base: Path) -> str:
         if rel_path and not Path(rel_path).is_absolute():
             return "duckdb:///" + str((base / rel_path).resolve()) + (f"?{query}" if query else "")
         return value
-    if "://" in value or not value:
+    if "://" in value or not value or value.lower().startswith("file:"):
         return value
     return str((base / value).resolve()) if not Path(value).is_absolute() else value
 
@@ -190,8 +190,12 @@ def validate_location(key: str, value: str, origin: str) -> None:
     scheme = parsed.scheme if len(parsed.scheme) > 1 else ""
     if key == "warehouse":
         if scheme == "duckdb":
-            if not value.startswith("duckdb:///") or len(value) <= len("duckdb:///"):
-                raise ConfigError(f"{where} is malformed: write duckdb:///relative/path.duckdb or duckdb:////absolute/path.duckdb.")
+            from estore_ops.warehouses import duckdb_path
+
+            try:
+                duckdb_path(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{where} {exc}") from None
             return
         if scheme == "bigquery":
             from estore_ops.warehouses.bigquery_url import parse_bigquery_url  # no Google import
@@ -202,6 +206,12 @@ def validate_location(key: str, value: str, origin: str) -> None:
             return
         raise ConfigError(f"{where} is not a warehouse URL: use duckdb:///path.duckdb or bigquery://PROJECT/DATASET.")
     if scheme in ("", "file"):
+        from estore_ops.stores import folder_path
+
+        try:
+            folder_path(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{where} {exc}") from None
         return
     if scheme == "gs":
         if not parsed.netloc:

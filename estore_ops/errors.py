@@ -20,7 +20,8 @@ class ExitCode(IntEnum):
 
 EXIT_CODE_HELP = (
     "Exit codes: 0 ok; 1 a file or job failed; 2 usage or configuration error; "
-    "3 state conflict or corrupt state; 4 backend unreachable or access denied; "
+    "3 state conflict or corrupt state; 4 backend unreachable or access denied, or a fault of the machine "
+    "(disk full, read-only folder, out of memory); "
     "5 unhealthy (stale heartbeat); 75 another run holds the lock; 130 interrupted."
 )
 
@@ -33,6 +34,11 @@ class EstoreError(Exception):
 
 class ConfigError(EstoreError):
     exit_code = ExitCode.USAGE
+
+
+class UsageError(ConfigError):
+    """The command's own arguments are wrong (e.g. `load --file notes.txt`): nothing ran, so no run
+    is recorded and no alert is sent."""
 
 
 class MissingExtraError(ConfigError):
@@ -67,6 +73,18 @@ class TransientBackendError(BackendError):
         self.exhausted = exhausted
 
 
+class EnvironmentFaultError(BackendError):
+    """A problem of the place, not of any file: a full disk, a read-only or unwritable folder, out of
+    memory, a lock held by another program, an I/O error. The run stops at once (exit 4), no attempt
+    is counted against any file, and the message names the path and what to free or fix
+    (`estore_ops.environment` builds these)."""
+
+    def __init__(self, message: str, path: str = "", kind: str = "") -> None:
+        super().__init__(message)
+        self.path = path  # the file or folder the machine refused
+        self.kind = kind  # disk_full, read_only, permission, memory, lock, io, file_size, open_files
+
+
 class ObjectNotFoundError(BackendError):
     """The named object does not exist."""
 
@@ -79,8 +97,17 @@ class UnsafeNameError(ConfigError):
     """An object name escapes the store root."""
 
 
+class MissingTableError(EstoreError):
+    """A query named a table the warehouse does not have (e.g. the marts before the first transform)."""
+
+
 class LoadError(EstoreError):
     """A file could not be loaded. Only that file fails; the run goes on."""
+
+
+class UnreadableEntryError(LoadError):
+    """A landing entry cannot be opened (a dangling or looping link, no read permission): that entry
+    fails alone and is retried, then quarantined, like a file with bad data."""
 
 
 class JobFailedError(EstoreError):

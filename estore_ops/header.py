@@ -1,9 +1,10 @@
-"""Check a landing file's header against the schema before any row is loaded."""
+"""Check a landing file before any row is loaded: its header against the schema, and its tail."""
 
 from __future__ import annotations
 
 import csv
 import gzip
+import os
 import zlib
 from dataclasses import dataclass
 
@@ -57,6 +58,12 @@ def check_header(store: ObjectStore, info: ObjectInfo) -> HeaderCheck:
     if line.startswith(b"\xef\xbb\xbf"):
         line = line[3:]  # UTF-8 byte order mark: harmless, DuckDB skips it too
     line = line.rstrip(b"\r")
+    if b"\r" in line:
+        return HeaderCheck((), (
+            f"{info.name}, line 1: the line ends with a CR alone (\\r, classic Mac OS line endings); estore-ops reads "
+            "lines that end with LF (\\n) or CRLF (\\r\\n). Convert the file (for example with mac2unix, or 'save as' "
+            "CSV with Unix or Windows line endings) and upload it again."
+        ))
     if not line.strip():
         return HeaderCheck((), f"{info.name}, line 1: the header line is empty. The first line must be: {expected}. Fix the file and upload it again.")
     if len(line) >= _MAX_HEADER_BYTES:
@@ -108,3 +115,47 @@ def check_header(store: ObjectStore, info: ObjectInfo) -> HeaderCheck:
             "Fix the header (or the export) and upload the file again.",
         )
     return HeaderCheck(columns)
+
+
+# A writer that died after preallocating (or a file system that lost the tail) leaves the file
+# ending in a run of zero bytes. DuckDB's reader takes such a run as one more (odd) value or line,
+# and a long run may even load as if nothing were wrong, so the end is checked before the load.
+_TAIL_BLOCK = 64 * 1024
+
+
+def check_tail(store: ObjectStore, info: ObjectInfo) -> str | None:
+    """An error when an uncompressed local file ends in NUL bytes (naming where the run starts), else None."""
+    path = store.local_path(info.name)
+    if path is None or info.is_gzip or info.size == 0:
+        return None
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        start = size
+        while start > 0:  # walk back over the run of zero bytes, a block at a time
+            offset = max(0, start - _TAIL_BLOCK)
+            fh.seek(offset)
+            block = fh.read(start - offset)
+            kept = block.rstrip(b"\x00")
+            start = offset + len(kept)
+            if kept:
+                break
+        if start == size:
+            return None
+        fh.seek(0)
+        newlines, remaining = 0, start
+        while remaining > 0:
+            chunk = fh.read(min(8 << 20, remaining))
+            if not chunk:
+                break
+            newlines += chunk.count(b"\n")
+            remaining -= len(chunk)
+        fh.seek(max(0, start - 1))
+        line_start = start == 0 or fh.read(1) == b"\n"
+    run = size - start
+    line = newlines + 1
+    what = "the line is made of NUL (zero) bytes" if line_start else "the line ends in NUL (zero) bytes"
+    return (
+        f"{info.name}, line {line}: {what}, {run:,} of them from byte {start:,} to the end of the file: the file was "
+        "cut off (or preallocated) while it was being written. Upload the complete file again; the new version "
+        "loads on the next run."
+    )

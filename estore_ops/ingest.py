@@ -21,13 +21,23 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
-from estore_ops.errors import ConfigError, EstoreError, ObjectNotFoundError, TransientBackendError
+from estore_ops import environment
+from estore_ops.errors import (
+    EnvironmentFaultError,
+    EstoreError,
+    ObjectNotFoundError,
+    TransientBackendError,
+    UnreadableEntryError,
+    UnsafeNameError,
+    UsageError,
+)
 from estore_ops.faults import fault_point
+from estore_ops.header import check_header, check_tail
 from estore_ops.logs import get_logger
-from estore_ops.header import check_header
-from estore_ops.state import FAILED, LOADED, QUARANTINED, IngestState, StateStore
+from estore_ops.state import FAILED, LOADED, QUARANTINED, IngestState, StateStore, racy_window_ns
 from estore_ops.stores.base import ObjectInfo, ObjectStore, is_csv_name
 from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
 
@@ -61,6 +71,7 @@ class PendingFile:
             "reason": self.reason,
             "why": self.why,
             "attempt": self.attempt,
+            "problem": self.info.problem,
         }
 
 
@@ -80,15 +91,20 @@ class ScanResult:
         }
 
 
-def classify(info: ObjectInfo, state: IngestState, max_attempts: int) -> PendingFile | str:
-    """A PendingFile, or why the file needs nothing: 'loaded' or 'quarantined'."""
+def classify(
+    info: ObjectInfo, state: IngestState, max_attempts: int, fingerprint: Callable[[ObjectInfo], str | None] | None = None
+) -> PendingFile | str:
+    """A PendingFile, or why the file needs nothing: 'loaded' or 'quarantined'.
+
+    `fingerprint` reads a local file's content fingerprint; it is called only for a file written so
+    close to its load that its timestamps cannot tell a rewrite (see FileRecord.changed).
+    """
     rec = state.files.get(info.name)
     if rec is None:
-        folded = state.folded.get(info.name)
-        if folded is None:
+        if info.name not in state.folded:
             return PendingFile(info, NEW, 1, max_attempts)
-        return LOADED if folded == info.generation else PendingFile(info, CHANGED, 1, max_attempts)
-    if rec.generation != info.generation:
+        return PendingFile(info, CHANGED, 1, max_attempts) if state.folded_changed(info) else LOADED
+    if rec.changed(info, fingerprint):
         return PendingFile(info, CHANGED, 1, max_attempts)
     if rec.status == LOADED:
         return LOADED
@@ -108,7 +124,7 @@ def scan(landing: ObjectStore, state: IngestState, max_attempts: int, prefix: st
     listed = settled = 0
     for info in _list_csv(landing, prefix):
         listed += 1
-        verdict = classify(info, state, max_attempts)
+        verdict = classify(info, state, max_attempts, landing.fingerprint)
         if isinstance(verdict, PendingFile):
             pending.append(verdict)
         elif verdict == QUARANTINED:
@@ -179,6 +195,28 @@ class LoadResult:
         }
 
 
+def check_requested_files(landing: ObjectStore, files: Sequence[str]) -> None:
+    """`load --file NAME` arguments, checked before any job starts: a typo is a usage error (exit 2),
+    not a failed run, so it is neither recorded nor alerted."""
+    for name in dict.fromkeys(files):
+        _requested(landing, name)
+
+
+def _requested(landing: ObjectStore, name: str, missing_ok: bool = False) -> ObjectInfo | None:
+    """A file asked for by name; one that exists but cannot be read comes back as a problem entry
+    (it fails alone, recorded like in a scan). `missing_ok`: None for a file that no longer exists."""
+    if not is_csv_name(name):
+        raise UsageError(f"--file {name}: only .csv and .csv.gz files are loaded.")
+    try:
+        return landing.stat(name)
+    except ObjectNotFoundError:
+        if missing_ok:
+            return None
+        raise UsageError(f"--file {name}: no such file in the landing area {landing.uri()}.") from None
+    except (UnreadableEntryError, UnsafeNameError) as exc:
+        return ObjectInfo(name, 0, datetime.now(timezone.utc), 0, problem=str(exc))
+
+
 def plan_load(
     landing: ObjectStore,
     state: IngestState,
@@ -199,16 +237,11 @@ def plan_load(
     if files:
         chosen: list[PendingFile] = []
         for name in dict.fromkeys(files):
-            if not is_csv_name(name):
-                raise ConfigError(f"--file {name}: only .csv and .csv.gz files are loaded.")
-            try:
-                info = landing.stat(name)
-            except ObjectNotFoundError:
-                if skip_missing:
-                    skipped.append({"name": name, "why": "no longer in the landing area"})
-                    continue
-                raise ConfigError(f"--file {name}: no such file in the landing area {landing.uri()}.") from None
-            verdict = classify(info, state, max_attempts)
+            info = _requested(landing, name, missing_ok=skip_missing)
+            if info is None:
+                skipped.append({"name": name, "why": "no longer in the landing area"})
+                continue
+            verdict = classify(info, state, max_attempts, landing.fingerprint)
             if isinstance(verdict, PendingFile):
                 chosen.append(verdict)
             elif force:
@@ -272,6 +305,7 @@ def load_files(
     the files not started stay pending.
     """
     started = time.monotonic()
+    listed_ns = time.time_ns()  # before the listing: a file written after this is "racy" (see FileRecord.changed)
     snapshot = state_store.read()
     planned, skipped = plan_load(landing, snapshot.state, max_attempts, files, prefix, force, skip_missing, accept)
     result = LoadResult(run_id, planned=planned, skipped=skipped, dry_run=dry_run)
@@ -313,35 +347,28 @@ def load_files(
 
     try:
         items: list[LoadItem] = []
+        identities: dict[str, dict[str, Any]] = {}
         for pending in planned:
-            try:
-                header = check_header(landing, pending.info)
-            except (EstoreError, OSError) as exc:
-                # One unreadable file (permissions, an odd name, an outage that outlasted the
-                # retries) fails alone; a transient failure is not counted as an attempt.
-                outcome = FileOutcome(
-                    pending.info.name, pending.info.generation, pending.info.size, ok=False,
-                    error=f"{pending.info.name}: cannot be read ({exc}). Check the file's permissions and name, then run again.",
-                    retryable=isinstance(exc, TransientBackendError),
-                )
-                checkpoint.add(outcome)
-                result.outcomes.append(outcome)
-                continue
-            if header.ok:
-                # A file that failed before, or that a run died on (alone or in a batch), loads alone.
-                solo = pending.reason == RETRY or pending.info.name in suspects
-                job_attempt = snapshot.state.job_attempt(pending.info.name, pending.info.generation)
-                items.append(LoadItem(pending.info, header.columns, solo=solo, job_attempt=job_attempt))
-            else:
-                outcome = FileOutcome(pending.info.name, pending.info.generation, pending.info.size, ok=False, error=header.error)
-                checkpoint.add(outcome)
-                result.outcomes.append(outcome)
+            info = pending.info
+            identities[info.name] = identity = file_identity(info, listed_ns)
+            checked = _check_entry(landing, info)
+            if isinstance(checked, FileOutcome):
+                checkpoint.add(checked, identity)
+                result.outcomes.append(checked)
                 if on_file:
-                    on_file(outcome)
+                    on_file(checked)
+                continue
+            columns, fingerprint = checked
+            if fingerprint:
+                identity["fingerprint"] = fingerprint
+            # A file that failed before, or that a run died on (alone or in a batch), loads alone.
+            solo = pending.reason == RETRY or info.name in suspects
+            job_attempt = snapshot.state.job_attempt(info.name, info.generation)
+            items.append(LoadItem(info, columns, solo=solo, job_attempt=job_attempt))
 
         try:
             for outcome in warehouse.load(items, landing, begin):
-                checkpoint.add(outcome)
+                checkpoint.add(outcome, identities.get(outcome.name))
                 result.outcomes.append(outcome)
                 if on_file:
                     on_file(outcome)
@@ -357,7 +384,10 @@ def load_files(
         if inflight is not None:
             # This run did not die: nothing is in flight. Suspects of a batch that this run
             # planned but did not get to try alone (a stop, an outage) stay suspects.
-            inflight.keep_suspects((suspects & {p.info.name for p in planned}) - started_alone)
+            try:
+                inflight.keep_suspects((suspects & {p.info.name for p in planned}) - started_alone)
+            except Exception as exc:  # noqa: BLE001 - e.g. the state disk is full: never hide the run's own error
+                log.warning("could not clear the in-flight marker: %s", exc)
     checkpoint.flush()
 
     if snapshot_after(state_store).compactable(KEEP_RECORDS):
@@ -365,6 +395,57 @@ def load_files(
         state_store.update(lambda st: st.compact(KEEP_RECORDS))
     result.seconds = time.monotonic() - started
     return result
+
+
+def file_identity(info: ObjectInfo, listed_ns: int) -> dict[str, Any]:
+    """What the state records of a local file version beyond its generation (nothing for GCS);
+    `listed_ns` is when the listing started (time.time_ns())."""
+    identity = {k: v for k, v in (("inode", info.inode), ("ctime_ns", info.ctime_ns)) if v is not None}
+    if info.ctime_ns is not None and info.ctime_ns > listed_ns - racy_window_ns(info.ctime_ns):
+        identity["racy"] = True
+    return identity
+
+
+def _check_entry(landing: ObjectStore, info: ObjectInfo) -> tuple[tuple[str, ...], str | None] | FileOutcome:
+    """Before any row is loaded: the header, the tail and the content fingerprint of one entry.
+
+    Returns (columns, fingerprint), or the failed outcome of this entry alone: whatever the reader,
+    the CSV sniffing or the OS chokes on in one entry never stops the others. A fault of the
+    machine (a disk error, no memory) raises EnvironmentFaultError: no file is blamed for it.
+    """
+    def failed(error: str, retryable: bool = False) -> FileOutcome:
+        return FileOutcome(info.name, info.generation, info.size, ok=False, error=error, retryable=retryable)
+
+    if info.problem:
+        return failed(info.problem)
+    try:
+        header = check_header(landing, info)
+        if not header.ok:
+            return failed(header.error or "")
+        tail = check_tail(landing, info)
+        if tail:
+            return failed(tail)
+        return header.columns, landing.fingerprint(info)
+    except EnvironmentFaultError:
+        raise
+    except (ObjectNotFoundError, FileNotFoundError):
+        return failed(
+            f"{info.name} disappeared from the landing area after the scan (renamed or deleted); nothing of it was "
+            "loaded. If it was renamed, it loads under its new name on the next run.", retryable=True,
+        )
+    except TransientBackendError as exc:  # an outage that outlasted the retries: not counted as an attempt
+        return failed(f"{info.name}: cannot be read now ({exc}); it is tried again on the next run.", retryable=True)
+    except OSError as exc:
+        fault = environment.from_os_error(exc, "the landing folder", landing.uri(info.name), permission_is_environment=False)
+        if fault is not None:
+            raise fault from None
+        return failed(f"{info.name}: cannot be read ({exc.strerror or exc}). Check the file's permissions, then run again.")
+    except EstoreError as exc:  # an unreadable entry, an odd name, access refused to this object
+        return failed(str(exc) if str(exc).startswith(info.name) else f"{info.name}: cannot be read ({exc}).")
+    except Exception as exc:  # noqa: BLE001 - never let one odd entry stop the run; say what it was
+        log.warning("checking %s failed", info.name, exc_info=True)
+        return failed(f"{info.name}: cannot be checked ({type(exc).__name__}: {exc}). Report this with the file; "
+                      "the other files are loaded.")
 
 
 class _StopRequested(Exception):
@@ -453,13 +534,14 @@ class StateCheckpoint:
         self, state_store: StateStore, run_id: str, max_attempts: int, interval: float, known: IngestState | None = None
     ) -> None:
         self.state_store, self.run_id, self.max_attempts, self.interval = state_store, run_id, max_attempts, interval
-        self.pending: list[FileOutcome] = []
+        self.pending: list[tuple[FileOutcome, dict[str, Any] | None]] = []
         self.last = time.monotonic()
         self.known = known or IngestState()  # the state as last read or written
 
-    def add(self, outcome: FileOutcome) -> None:
-        """Queue an outcome for the state. A transient warehouse job failure is marked deferred
-        here, unless it is the one that quarantines the file (that one is alerted)."""
+    def add(self, outcome: FileOutcome, identity: dict[str, Any] | None = None) -> None:
+        """Queue an outcome (and the file's local identity) for the state. A transient warehouse job
+        failure is marked deferred here, unless it is the one that quarantines the file (that one is
+        alerted)."""
         if not outcome.ok and outcome.retryable and not outcome.job_failed:
             return  # changed while loading, or an outage: not the file's fault, nothing spent
         if not outcome.ok and outcome.retryable:
@@ -469,7 +551,7 @@ class StateCheckpoint:
                     "%s: deferred to the next run: %s", outcome.name, outcome.error,
                     extra={"fields": {"file": outcome.name, "deferred": True}},
                 )
-        self.pending.append(outcome)
+        self.pending.append((outcome, identity))
         if time.monotonic() - self.last >= self.interval:
             self.flush()
 
@@ -477,25 +559,26 @@ class StateCheckpoint:
         """Whether recording this transient failure quarantines the file (decided on a copy of
         the state as last known; the write applies the same rule to the fresh document)."""
         probe = IngestState(dict(self.known.files), dict(self.known.folded))
-        for o in self.pending:
-            self._apply(probe, [o])
+        self._apply(probe, self.pending)
         rec, _ = probe.record_transient_failure(
             outcome.name, outcome.generation, outcome.size, outcome.error or "", self.run_id, self.max_attempts,
             outcome.job_attempt or 0,
         )
         return rec.status == QUARANTINED
 
-    def _apply(self, state: IngestState, batch: list[FileOutcome]) -> None:
-        for o in batch:
+    def _apply(self, state: IngestState, batch: list[tuple[FileOutcome, dict[str, Any] | None]]) -> None:
+        for o, identity in batch:
             if o.ok:
-                state.record_success(o.name, o.generation, o.size, o.rows, self.run_id, o.job_attempt)
+                state.record_success(o.name, o.generation, o.size, o.rows, self.run_id, o.job_attempt, identity)
             elif o.retryable:
                 state.record_transient_failure(
                     o.name, o.generation, o.size, o.error or "", self.run_id, self.max_attempts, o.job_attempt or 0
                 )
             else:
                 job_attempt = o.job_attempt if o.job_failed else None
-                state.record_failure(o.name, o.generation, o.size, o.error or "", self.run_id, self.max_attempts, job_attempt)
+                state.record_failure(
+                    o.name, o.generation, o.size, o.error or "", self.run_id, self.max_attempts, job_attempt, identity
+                )
 
     def flush(self) -> None:
         if not self.pending:

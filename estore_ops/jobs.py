@@ -79,6 +79,8 @@ def load(
     on_start: Callable[[list[PendingFile]], None] | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
 ) -> LoadResult:
+    if files:
+        ingest.check_requested_files(rt.landing, files)
     if dry_run:
         return _load(rt, files, prefix, force, dry_run, on_start, on_file)
     with tracked_job(rt, "load") as record:
@@ -157,6 +159,20 @@ class _RunJobsCanceller:
         return f"{len(self.cancelled)} BigQuery job(s) of this run cancelled" + (f": {', '.join(self.cancelled)}." if self.cancelled else ".")
 
 
+def _machine_fault(rt: Runtime, result: DbtRunResult) -> None:
+    """A dbt run that failed only because of the machine (the warehouse's disk full, out of memory)
+    stops like a load does: exit 4, one alert per episode, no model blamed."""
+    from estore_ops import environment
+    from estore_ops.warehouses import duckdb_path
+
+    if result.ok or not rt.settings.warehouse.startswith("duckdb:"):
+        return
+    messages = [n.message or "" for n in result.failed_nodes] or [result.error or ""]
+    faults = [environment.from_warehouse_message(m, duckdb_path(rt.settings.warehouse)) for m in messages]
+    if faults and all(faults):
+        raise faults[0]  # type: ignore[misc]
+
+
 def _record_dbt(record: RunRecord, result: DbtRunResult) -> None:
     record.dbt_nodes = result.counts()
     if result.ok:
@@ -177,6 +193,7 @@ def transform(
         result = _dbt(rt, "build", select=list(select) or None, exclude=list(exclude) or None,
                       full_refresh=full_refresh, no_test=no_test)
         _record_dbt(record, result)
+        _machine_fault(rt, result)
         return result
 
 
@@ -185,6 +202,7 @@ def snapshot(rt: Runtime, select: Sequence[str] = ()) -> DbtRunResult:
     with tracked_job(rt, "snapshot") as record:
         result = _dbt(rt, "snapshot", select=list(select) or None)
         _record_dbt(record, result)
+        _machine_fault(rt, result)
         return result
 
 
@@ -229,6 +247,7 @@ def ingest_tick(rt: Runtime, should_stop: Callable[[], bool] | None = None) -> T
             result.transform_reason = reason
             result.transform = _dbt(rt, "build")
             _record_dbt(record, result.transform)
+            _machine_fault(rt, result.transform)
             if result.transform.ok:
                 health.beat(rt.state_backend, "transform", rt.run_id)
         return result
@@ -296,9 +315,10 @@ def health_check(rt: Runtime) -> tuple[list[health.HealthRow], bool]:
         lines = []
         for r in rows:
             if r.check in new:
-                age = "never" if r.age_seconds is None else f"{r.age_seconds / 60:.0f} min ago"
-                lines.append(f"*{r.check}*: last success {age} (limit {r.max_age_seconds / 60:.0f} min)")
-        lines.append("A timer may have stopped or the VM may be down: `systemctl list-timers 'estore-ops*'`, `estore-ops runs`.")
+                problem = r.problem().removeprefix(f"{r.check}:").removeprefix(r.check).strip()
+                lines.append(f"*{r.check}*: {problem}")
+        lines.append("A timer may have stopped, the VM may be down, or a job keeps stopping on a fault of the machine: "
+                     "`systemctl list-timers 'estore-ops*'`, `estore-ops runs`.")
         alerted = alerts.send(Alert("stale", ":warning: estore-ops pipeline is stale", lines))
     if recovered and alerts:
         alerts.send(Alert("recovery", f":large_green_circle: estore-ops heartbeat fresh again: {', '.join(recovered)}"))

@@ -51,7 +51,9 @@ class TextFormatter(logging.Formatter):
             text += " " + " ".join(f"{k}={v}" for k, v in fields.items())
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return redact(text)
+        from estore_ops.output import printable  # file names in messages must not drive the terminal
+
+        return printable(redact(text))
 
 
 def configure_logging(log_format: str = "auto", verbose: bool = False) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import ExitStack
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -122,10 +123,13 @@ def render_headline(out: Output, data: dict[str, list[dict[str, Any]]]) -> None:
         return
 
     def pct(value: float | None) -> str:
-        return "" if value is None else f"{100 * value:.1f}%"
+        return "" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
+
+    def money(value: float | None) -> str:
+        return "" if value is None or not math.isfinite(value) else f"{value:,.2f}"
 
     out.table("RFM segments (purchasers)", ["Segment", "Customers", "Customer share", "Revenue", "Revenue share"], [
-        [r["segment"], out.num(r["customers"]), pct(r["customer_share"]), f"{r['revenue']:,.2f}", pct(r["revenue_share"])]
+        [r["segment"], out.num(r["customers"]), pct(r["customer_share"]), money(r["revenue"]), pct(r["revenue_share"])]
         for r in data["rfm_segments"]
     ], keys=["segment", "customers", "customer_share", "revenue", "revenue_share"])
     f = data["funnel"][0] if data["funnel"] else None

@@ -8,9 +8,12 @@ decimals (DECIMAL(18,2) / NUMERIC) and revenue comes back as `Decimal`, summed t
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
+
+from estore_ops.errors import EstoreError, MissingTableError
 
 MARTS_SCHEMA = "marts"
 
@@ -37,20 +40,28 @@ OVERALL_LEVEL = "cohort_overall"
 CENT = Decimal("0.01")
 
 
+class MartsNotBuiltError(EstoreError):
+    """The report reads the marts, which the first `transform` builds."""
+
+
 def _plain(value: Any) -> Any:
-    """Dates as ISO text; everything else as the warehouse returned it."""
+    """Dates as ISO text; NaN and infinities -> None (a report shows no number rather than 'nan');
+    everything else as the warehouse returned it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, (date, datetime)):
         return value.isoformat()
     return value
 
 
-def _money(value: Any) -> Decimal:
-    """An exact amount to the cent (NULL -> 0). A float would not be exact: refuse it loudly."""
-    if value is None:
-        return Decimal("0.00")
-    if isinstance(value, float):
-        raise TypeError(f"money must come back as a decimal, got the float {value!r}")
-    return Decimal(value).quantize(CENT)
+def money(value: Any) -> Decimal | None:
+    """An amount to the cent, as a Decimal. The marts hold exact decimals (DECIMAL / NUMERIC); a
+    float (a DOUBLE column of marts built before exact money) is rounded once, through its
+    shortest text. NULL, NaN and infinities -> None: no number rather than a wrong one."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    return amount.quantize(CENT, rounding=ROUND_HALF_EVEN) if amount.is_finite() else None
 
 
 def _share(part: Decimal | int | None, whole: Decimal | int | None, digits: int = 4) -> float | None:
@@ -60,9 +71,9 @@ def _share(part: Decimal | int | None, whole: Decimal | int | None, digits: int 
 
 
 def rfm_segments(warehouse: Any) -> list[dict[str, Any]]:
-    rows = [(segment, int(customers), _money(revenue)) for segment, customers, revenue in warehouse.query(RFM_SQL)]
+    rows = [(segment, int(customers), money(revenue)) for segment, customers, revenue in warehouse.query(RFM_SQL)]
     total_customers = sum(r[1] for r in rows)
-    total_revenue = sum((r[2] for r in rows), Decimal("0.00"))
+    total_revenue = sum((r[2] for r in rows if r[2] is not None), Decimal("0.00"))
     out = [
         {
             "segment": segment,
@@ -73,7 +84,7 @@ def rfm_segments(warehouse: Any) -> list[dict[str, Any]]:
         }
         for segment, customers, revenue in rows
     ]
-    out.sort(key=lambda r: (-r["revenue"], -r["customers"], r["segment"]))
+    out.sort(key=lambda r: (-(r["revenue"] or 0), -r["customers"], str(r["segment"])))
     return out
 
 
@@ -115,8 +126,13 @@ def churn(warehouse: Any) -> list[dict[str, Any]]:
 
 def headline(warehouse: Any) -> dict[str, list[dict[str, Any]]]:
     """Three tables from the marts: RFM segments, the session funnel and churn by cohort."""
-    return {
-        "rfm_segments": rfm_segments(warehouse),
-        "funnel": funnel(warehouse),
-        "churn": churn(warehouse),
-    }
+    try:
+        return {
+            "rfm_segments": rfm_segments(warehouse),
+            "funnel": funnel(warehouse),
+            "churn": churn(warehouse),
+        }
+    except MissingTableError as exc:
+        raise MartsNotBuiltError(
+            f"The marts are not built yet ({exc}): run `estore-ops transform` first, then `estore-ops report`."
+        ) from None

@@ -1,10 +1,10 @@
 """The ingest state (the cursor): one JSON document in the state location, written by compare-and-swap.
 
 Layout (format_version 1):
-  {"format_version": 1, "updated_at": ISO, "folded": {NAME: G, ...},
+  {"format_version": 1, "updated_at": ISO, "folded": {NAME: G, ...}, "folded_ctime": {NAME: C, ...},
    "files": {NAME: {"generation": G, "size": S, "status": "loaded|failed|quarantined",
                     "attempts": A, "rows": R, "loaded_at": ISO, "last_error": str|null, "run_id": str,
-                    "job_attempt": J, "transient_failures": T}}}
+                    "job_attempt": J, "transient_failures": T, "inode": I, "ctime_ns": C, "fingerprint": F}}}
 
 `job_attempt` and `transient_failures` are optional (documents written before they existed read
 as 0): `job_attempt` is the attempt number the next warehouse job of this version uses (BigQuery
@@ -13,6 +13,13 @@ job while a job that really failed leads to a fresh id); `transient_failures` co
 job failures (backendError, quotaExceeded, ...) since the last counted attempt: every
 TRANSIENT_FAILURES_PER_ATTEMPT of them count as one attempt, so a file BigQuery keeps failing is
 quarantined in the end, without an alert for each passing fault.
+
+`inode`, `ctime_ns`, `fingerprint` and `folded_ctime` are optional (local folders only; documents
+written before they existed read as before): a local file's generation is max(mtime, ctime), and an
+mtime set in the future (`cp -p`, `rsync -t`, `touch -d` from a skewed clock) outweighs every later
+ctime, so the generation alone can miss a rewrite. Size, inode and ctime change on every write; the
+fingerprint (size and a hash of the first and last blocks) is compared when a file was written so
+close to its load that one timestamp tick could hide a rewrite.
 
 A file version is identified by (name, generation). To keep the document small as files
 accumulate, the oldest loaded records beyond the newest few thousand are folded into `folded`, a
@@ -40,7 +47,7 @@ from estore_ops.errors import (
     PreconditionFailedError,
     StateConflictError,
 )
-from estore_ops.stores.base import ObjectStore
+from estore_ops.stores.base import ObjectInfo, ObjectStore
 
 FORMAT_VERSION = 1
 STATE_NAME = "cursor.json"
@@ -54,6 +61,17 @@ LOADED, FAILED, QUARANTINED = "loaded", "failed", "quarantined"
 STATUSES = (LOADED, FAILED, QUARANTINED)
 # Transient job failures of one file version that count as one attempt.
 TRANSIENT_FAILURES_PER_ATTEMPT = 3
+OPTIONAL_IDENTITY = ("inode", "ctime_ns", "fingerprint", "racy")
+# A file written within one timestamp tick of its listing could be rewritten with the same ctime, so
+# its fingerprint is checked by later scans. Ticks are a few ms on ext4, XFS or tmpfs; file systems
+# with coarse times (1-2 s: FAT, some network mounts) show it as ctimes in whole seconds.
+RACY_FINE_NS = 20_000_000
+RACY_COARSE_NS = 2_000_000_000
+
+
+def racy_window_ns(ctime_ns: int) -> int:
+    """How close to a listing a write with this ctime must be to share its timestamp tick."""
+    return RACY_COARSE_NS if ctime_ns % 1_000_000_000 == 0 else RACY_FINE_NS
 
 
 def utcnow() -> datetime:
@@ -77,6 +95,11 @@ class FileRecord:
     updated_at: str | None = None
     job_attempt: int = 0
     transient_failures: int = 0
+    # Identity of a local file version beyond its generation (None: not recorded, or not a local file).
+    inode: int | None = None
+    ctime_ns: int | None = None
+    fingerprint: str | None = None
+    racy: bool | None = None  # written within a timestamp tick of its listing: the fingerprint decides
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FileRecord:
@@ -91,12 +114,41 @@ class FileRecord:
             raise ValueError(f"bad record {data!r}")
         return rec
 
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in OPTIONAL_IDENTITY:
+            if data[key] is None or data[key] is False:
+                del data[key]  # GCS records (and settled ones: no `racy`) stay as small as before
+        return data
+
+    def changed(self, info: ObjectInfo, fingerprint: Callable[[ObjectInfo], str | None] | None = None) -> bool:
+        """Whether `info` is another version than the one recorded.
+
+        The generation and size, then (when both sides have them) inode and ctime: a rewrite changes
+        ctime whatever the mtime says. A file listed within one timestamp tick of its last write
+        (racy_window_ns) could be rewritten in that tick without its ctime moving: for such a
+        record the content fingerprint decides too. Only those files are
+        read; an idle tick over thousands of settled files reads none.
+        """
+        if self.generation != info.generation or self.size != info.size:
+            return True
+        for mine, now in ((self.inode, info.inode), (self.ctime_ns, info.ctime_ns)):
+            if mine is not None and now is not None and mine != now:
+                return True
+        if self.racy and self.fingerprint and fingerprint is not None:
+            try:
+                return fingerprint(info) != self.fingerprint
+            except Exception:  # noqa: BLE001 - cannot read it now: the load will say why
+                return True
+        return False
+
 
 @dataclass
 class IngestState:
     files: dict[str, FileRecord] = field(default_factory=dict)
     folded: dict[str, int] = field(default_factory=dict)  # old loaded versions: name -> generation
     updated_at: str | None = None
+    folded_ctime: dict[str, int] = field(default_factory=dict)  # and their ctime, for local files
 
     # -- queries ----------------------------------------------------------------------------
     def is_settled(self, name: str, generation: int) -> bool:
@@ -119,28 +171,41 @@ class IngestState:
         rec = self.files.get(name)
         return rec.job_attempt if rec is not None and rec.generation == generation else 0
 
-    def record_success(self, name: str, generation: int, size: int, rows: int, run_id: str, job_attempt: int | None = None) -> None:
+    def folded_changed(self, info: ObjectInfo) -> bool:
+        """Whether a folded (loaded long ago) name is now another version."""
+        ctime = self.folded_ctime.get(info.name)
+        return self.folded.get(info.name) != info.generation or (
+            ctime is not None and info.ctime_ns is not None and ctime != info.ctime_ns
+        )
+
+    def record_success(self, name: str, generation: int, size: int, rows: int, run_id: str,
+                       job_attempt: int | None = None, identity: dict[str, Any] | None = None) -> None:
         prev = self.files.get(name)
         same_version = prev is not None and prev.generation == generation
         attempts = prev.attempts + 1 if same_version else 1
         # A forced reload of this version starts past the jobs that loaded it.
         next_job = job_attempt + 1 if job_attempt is not None else (prev.job_attempt if same_version else 0)
         now = iso(utcnow())
-        self.folded.pop(name, None)
-        self.files[name] = FileRecord(generation, size, LOADED, attempts, rows, now, None, run_id, now, next_job)
+        self._unfold(name)
+        self.files[name] = FileRecord(generation, size, LOADED, attempts, rows, now, None, run_id, now, next_job, **(identity or {}))
 
     def record_failure(
         self, name: str, generation: int, size: int, error: str, run_id: str, max_attempts: int,
-        job_attempt: int | None = None,
+        job_attempt: int | None = None, identity: dict[str, Any] | None = None,
     ) -> FileRecord:
         """A counted failure. `job_attempt`: the warehouse job attempt that failed (its ids are spent)."""
         prev = self.files.get(name)
         same_version = prev is not None and prev.generation == generation and prev.status != LOADED
+        if same_version and identity and any(
+            getattr(prev, k) is not None and identity.get(k) is not None and getattr(prev, k) != identity[k]
+            for k in ("inode", "ctime_ns")
+        ):
+            same_version = False  # rewritten under the same generation: a new version starts over
         if same_version and prev.run_id == run_id:
             attempts = prev.attempts  # this run's failure is already counted (a retried state write)
         else:
             attempts = prev.attempts + 1 if same_version else 1
-        return self._set_failed(name, generation, size, error, run_id, max_attempts, attempts, 0, job_attempt, prev)
+        return self._set_failed(name, generation, size, error, run_id, max_attempts, attempts, 0, job_attempt, prev, identity)
 
     def record_transient_failure(
         self, name: str, generation: int, size: int, error: str, run_id: str, max_attempts: int, job_attempt: int,
@@ -166,6 +231,7 @@ class IngestState:
     def _set_failed(
         self, name: str, generation: int, size: int, error: str, run_id: str, max_attempts: int,
         attempts: int, transient: int, job_attempt: int | None, prev: FileRecord | None,
+        identity: dict[str, Any] | None = None,
     ) -> FileRecord:
         status = QUARANTINED if attempts >= max_attempts else FAILED
         if job_attempt is not None:
@@ -173,13 +239,19 @@ class IngestState:
         else:
             next_job = prev.job_attempt if prev is not None and prev.generation == generation else 0
         now = iso(utcnow())
-        rec = FileRecord(generation, size, status, attempts, None, None, error[:2000], run_id, now, next_job, transient)
-        self.folded.pop(name, None)
+        rec = FileRecord(generation, size, status, attempts, None, None, error[:2000], run_id, now, next_job, transient,
+                         **(identity or {}))
+        self._unfold(name)
         self.files[name] = rec
         return rec
 
+    def _unfold(self, name: str) -> None:
+        self.folded.pop(name, None)
+        self.folded_ctime.pop(name, None)
+
     def forget(self, name: str) -> bool:
         """Make a file load again on the next run (e.g. after it was quarantined)."""
+        self.folded_ctime.pop(name, None)
         return self.files.pop(name, None) is not None or self.folded.pop(name, None) is not None
 
     def _foldable(self, keep: int) -> list[str]:
@@ -197,7 +269,10 @@ class IngestState:
         """Fold loaded records beyond the newest `keep` into the name -> generation map."""
         names = self._foldable(keep)
         for name in names:
-            self.folded[name] = self.files.pop(name).generation
+            rec = self.files.pop(name)
+            self.folded[name] = rec.generation
+            if rec.ctime_ns is not None:
+                self.folded_ctime[name] = rec.ctime_ns
         return len(names)
 
     # -- (de)serialisation ------------------------------------------------------------------
@@ -206,8 +281,10 @@ class IngestState:
             "format_version": FORMAT_VERSION,
             "updated_at": iso(utcnow()),
             "folded": dict(sorted(self.folded.items())),
-            "files": {name: asdict(rec) for name, rec in sorted(self.files.items())},
+            "files": {name: rec.to_json() for name, rec in sorted(self.files.items())},
         }
+        if self.folded_ctime:
+            doc["folded_ctime"] = dict(sorted(self.folded_ctime.items()))
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -230,7 +307,8 @@ class IngestState:
         try:
             files = {str(n): FileRecord.from_json(r) for n, r in doc["files"].items()}
             folded = {str(n): int(g) for n, g in doc.get("folded", {}).items()}
-            return cls(files, folded, doc.get("updated_at"))
+            folded_ctime = {str(n): int(c) for n, c in doc.get("folded_ctime", {}).items()}
+            return cls(files, folded, doc.get("updated_at"), folded_ctime)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptStateError(f"The state document {where} has a malformed entry ({exc}). {RECOVERY_HINT}") from None
 
@@ -302,7 +380,15 @@ class StateStore:
                 f"No previous version at {self.store.uri(self.previous_name)}. "
                 "Run `estore-ops cursor reset --all --yes` to start over (rows are replaced on reload, not duplicated)."
             ) from None
-        state = IngestState.from_bytes(raw, self.store.uri(self.previous_name))
+        try:
+            state = IngestState.from_bytes(raw, self.store.uri(self.previous_name))
+        except CorruptStateError as exc:
+            # Restoring is what brought us here: the way out is a reset (never "restore" again).
+            reason = str(exc).replace(RECOVERY_HINT, "").strip()
+            raise CorruptStateError(
+                f"{reason} The previous version cannot be restored either: run `estore-ops cursor reset --all --yes` "
+                "to start over (files are reloaded and their rows replaced, not duplicated)."
+            ) from None
         try:
             current = self.store.stat(self.name).generation
         except ObjectNotFoundError:

@@ -12,7 +12,7 @@ from typing import Any
 
 from estore_ops import health
 from estore_ops.alerts import AlertManager, Failure
-from estore_ops.errors import LockHeldError
+from estore_ops.errors import EnvironmentFaultError, LockHeldError, UsageError
 from estore_ops.faults import pause_point
 from estore_ops.history import FAILED, SUCCESS, RunHistory, RunRecord, now_iso
 from estore_ops.lock import RunLock
@@ -67,6 +67,19 @@ def tracked_job(rt: Runtime, job: str, lock: bool = True, heartbeat: bool = True
             yield record
     except LockHeldError:
         raise  # nothing ran: not a failure, not recorded (a busy lock every tick would flood the history)
+    except UsageError as exc:
+        # The command's own arguments are wrong (commands check them before the job starts; this
+        # is a file that vanished in between): recorded, never alerted.
+        record.status, record.error = FAILED, redact(str(exc))
+        _finish(rt, history, record, alert=False)
+        raise
+    except EnvironmentFaultError as exc:
+        # The machine, not a file: the run stopped before blaming anything. One alert per episode.
+        record.status = FAILED
+        record.error = redact(str(exc))
+        record.failures = [{"subject": f"environment ({exc.kind or 'machine'}) {exc.path}".strip(), "error": record.error}]
+        _finish(rt, history, record, environment=exc)
+        raise
     except BaseException as exc:
         record.status = FAILED
         record.error = redact(str(exc)) or type(exc).__name__
@@ -79,19 +92,35 @@ def tracked_job(rt: Runtime, job: str, lock: bool = True, heartbeat: bool = True
         _finish(rt, history, record, heartbeat)
 
 
-def _finish(rt: Runtime, history: RunHistory, record: RunRecord, heartbeat: bool = True) -> None:
+def _finish(rt: Runtime, history: RunHistory, record: RunRecord, heartbeat: bool = True,
+            environment: EnvironmentFaultError | None = None, alert: bool = True) -> None:
     record.ended_at = now_iso()
     _best_effort("recording the run", history.save, record)
     log.info(
         "%s %s", record.job, record.status,
         extra={"fields": {"job": record.job, "status": record.status, "rows": record.rows_loaded, "seconds": record.seconds}},
     )
+    if not alert:
+        return
     alerts = alert_manager(rt)
     if record.status == SUCCESS:
         if heartbeat:
             _best_effort("recording the heartbeat", health.beat, rt.state_backend, record.job, record.run_id)
         if alerts:
             _best_effort("sending the recovery alert", alerts.success, record.job, record.run_id)
-    elif alerts:
+        return
+    if environment is not None:
+        episode = _best_effort("recording the environment fault", health.environment_failed, rt.state_backend,
+                               record.job, record.run_id, record.error or "", environment.path, environment.kind)
+        if episode is not None and episode.get("alerted"):
+            log.info("alert suppressed: %s has been failing because of the machine since %s (already alerted)",
+                     record.job, episode["since"])
+            return
+        if alerts:
+            failures = [Failure(f["subject"], f["error"]) for f in record.failures]
+            if _best_effort("sending the failure alert", alerts.failure, record.job, record.run_id, failures):
+                _best_effort("recording the alert", health.environment_alerted, rt.state_backend, record.job)
+        return
+    if alerts:
         failures = [Failure(f["subject"], f["error"]) for f in record.failures]
         _best_effort("sending the failure alert", alerts.failure, record.job, record.run_id, failures)

@@ -45,6 +45,10 @@ def write_csv(path: Path, lines: Sequence[str], header: str = HEADER, gz: bool =
 @dataclass
 class Workspace:
     root: Path
+    db_path: Path | None = None  # the warehouse file, when not the default one
+
+    def __init__(self, root: Path, db: Path | None = None) -> None:
+        self.root, self.db_path = root, db
 
     @property
     def landing(self) -> Path:
@@ -56,7 +60,7 @@ class Workspace:
 
     @property
     def db(self) -> Path:
-        return self.root / "data" / "warehouse.duckdb"
+        return self.db_path or self.root / "data" / "warehouse.duckdb"
 
     def add(self, name: str, lines: Sequence[str], **kw: Any) -> Path:
         return write_csv(self.landing / name, lines, **kw)

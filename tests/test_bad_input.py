@@ -42,6 +42,9 @@ CASES: dict[str, tuple[str, Any]] = {
     "multi_member.csv.gz": ("loads", 5),
     "nul_bytes.csv": ("loads", 3),
     "huge_field_1mb.csv": ("loads", 1),
+    "blank_lines.csv": ("loads", 2),
+    "spaces_around_ids.csv": ("loads", 1),
+    "id_notations.csv": ("loads", 1),
     # bad files: that file fails alone
     "empty.csv": ("fails", ["empty.csv is empty (0 bytes)"]),
     "empty.csv.gz": ("fails", ["empty.csv.gz is empty (0 bytes)"]),
@@ -55,7 +58,7 @@ CASES: dict[str, tuple[str, Any]] = {
     "bad_timestamp.csv": ("fails", ['bad_timestamp.csv, line 4, column event_time: Could not convert string "10/01/2019 00:00:02"']),
     "text_in_price.csv": ("fails", ['text_in_price.csv, line 5, column price: Could not convert string "twelve" to \'DOUBLE\'']),
     "negative_price.csv": ("fails", ["negative_price.csv, line 4, column price: negative price -12.5", "refused"]),
-    "id_overflow.csv": ("fails", ['id_overflow.csv, line 3, column product_id: Could not convert string "99999999999999999999" to \'BIGINT\'']),
+    "id_overflow.csv": ("fails", ['id_overflow.csv, line 3, column product_id: "99999999999999999999" is too large for an id']),
     "too_few_fields.csv": ("fails", ["too_few_fields.csv, line 3: the line has 7 fields, 9 expected"]),
     "too_many_fields.csv": ("fails", ["too_many_fields.csv, line 3: the line has 10 fields, 9 expected"]),
     "zero_filled_tail.csv": ("fails", ["zero_filled_tail.csv, line 7: the line is made of NUL (zero) bytes"]),
@@ -69,6 +72,22 @@ CASES: dict[str, tuple[str, Any]] = {
     "json_not_csv.csv": ("fails", ["json_not_csv.csv, line 1: header has missing column(s) event_time",
                                    "this is not an event CSV file (it starts like JSON)"]),
     "single_line_1mb.csv": ("fails", ["single_line_1mb.csv, line 1: no line break in the first 64 KiB"]),
+    # values out of their domain
+    "nan_price.csv": ("fails", ['nan_price.csv, line 3, column price: "NaN" is not a finite number', "refused"]),
+    "infinite_price.csv": ("fails", ['infinite_price.csv, line 4, column price: "inf" is not a finite number']),
+    "overflow_price.csv": ("fails", ['overflow_price.csv, line 3, column price: "1e400" is not a finite number']),
+    "fractional_id.csv": ("fails", ['fractional_id.csv, line 3, column product_id: "1.5" has a fraction', "refused"]),
+    "exponent_id.csv": ("fails", ['exponent_id.csv, line 3, column user_id: "15e-1" has a fraction']),
+    "negative_id.csv": ("fails", ['negative_id.csv, line 2, column category_id: "-2053013552326770905" is negative']),
+    "empty_event_time.csv": ("fails", ["empty_event_time.csv, line 4, column event_time: the time is empty"]),
+    "infinite_event_time.csv": ("fails", ['infinite_event_time.csv, line 3, column event_time: "infinity" is not a point in time']),
+    "all_empty_row.csv": ("fails", ["all_empty_row.csv, line 3: the row is empty (all 9 fields are empty)"]),
+    # line endings and garbage at the end
+    "cr_line_endings.csv": ("fails", ["cr_line_endings.csv, line 1: the line ends with a CR alone"]),
+    "mixed_line_endings.csv": ("fails", ["mixed_line_endings.csv, line 3: the line ends with LF (\\n, Unix) but line 1 ends with CRLF"]),
+    "stray_cr.csv": ("fails", ["stray_cr.csv, line 4: the line ends with CR alone (\\r, classic Mac OS) but line 1 ends with LF"]),
+    "nul_tail_no_newline.csv": ("fails", ["nul_tail_no_newline.csv, line 6: the line ends in NUL (zero) bytes, 4,096 of them"]),
+    "nul_tail_64mb.csv": ("fails", ["nul_tail_64mb.csv, line 7: the line is made of NUL (zero) bytes, 67,108,864 of them"]),
 }
 LARGE = set(make_corpus.large_files())
 GOOD = "control.csv"  # a plain good file loaded in the same run: bad neighbours never stop it
@@ -135,6 +154,12 @@ def test_other_time_zones_are_converted_to_utc(corpus_run: dict[str, Any]) -> No
     times = [r[0] for r in _values(corpus_run["ws"], "other_timezone.csv", "epoch_us(event_time)")]
     base = datetime(2019, 10, 1, tzinfo=timezone.utc).timestamp() * 1_000_000
     assert times == [base, base + 1_000_000, base + 2_000_000]
+
+
+def test_integer_notations_load_their_exact_value(corpus_run: dict[str, Any]) -> None:
+    ws = corpus_run["ws"]
+    assert _values(ws, "id_notations.csv", "product_id, category_id, user_id") == [(500_000_000, 31, 1000)]
+    assert _values(ws, "spaces_around_ids.csv", "product_id, user_id") == [(1000, 500_000_000)]
 
 
 def test_quoted_newline_and_nul_stay_inside_their_value(corpus_run: dict[str, Any]) -> None:
@@ -242,15 +267,15 @@ def test_file_deleted_before_its_batch_is_read_fails_alone(ws: Workspace, monkey
     ws.add("a.csv", event_lines(4))
     ws.add("b.csv", event_lines(5, start=100))
     ws.add("c.csv", event_lines(6, start=200))
-    check = ingest.check_header
+    check = ingest._check_entry
 
-    def delete_b_after_its_header(landing: Any, info: Any) -> Any:
+    def delete_b_after_its_checks(landing: Any, info: Any) -> Any:
         result = check(landing, info)
         if info.name == "b.csv":
             (ws.landing / "b.csv").unlink()
         return result
 
-    monkeypatch.setattr(ingest, "check_header", delete_b_after_its_header)
+    monkeypatch.setattr(ingest, "_check_entry", delete_b_after_its_checks)
     result = ws.cli("load", "--json")
     files = {f["name"]: f for f in json.loads(result.stdout)["files"]}
     assert "b.csv disappeared from the landing area while it was loading" in files["b.csv"]["error"]

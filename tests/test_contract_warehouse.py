@@ -302,3 +302,30 @@ def test_bigquery_dbt_target_shapes() -> None:
     key = BigQueryWarehouse.from_url("bigquery://proj-1/d?keyfile=/etc/estore/sa.json&location=US").dbt_target(None)
     assert key["method"] == "service-account" and key["keyfile"] == "/etc/estore/sa.json" and key["location"] == "US"
     assert BigQueryWarehouse.from_url("bigquery://proj-1/d?location=US").dbt_target(None)["method"] == "oauth"
+
+
+@pytest.mark.parametrize("case", ["nan_price", "infinite_price", "empty_event_time", "all_empty_row"])
+def test_values_out_of_their_domain_fail_only_that_file(rig: Rig, case: str) -> None:
+    """raw.events never holds a value that poisons the models (issue 13): on BigQuery too, where
+    the CSV parser accepts NaN and Infinity as FLOAT64 and reads an empty field as NULL
+    (https://cloud.google.com/bigquery/docs/reference/rest/v2/Job#JobConfigurationLoad, nullMarker)."""
+    rig.put("v/good.csv", event_lines(3))
+    bad = event_lines(4, start=10)
+    fields = bad[1].split(",")
+    if case in ("nan_price", "infinite_price"):
+        fields[schema.SOURCE_COLUMN_NAMES.index("price")] = "NaN" if case == "nan_price" else "inf"
+        bad[1] = ",".join(fields)
+    elif case == "empty_event_time":
+        fields[schema.SOURCE_COLUMN_NAMES.index("event_time")] = ""
+        bad[1] = ",".join(fields)
+    else:
+        bad.insert(2, "," * (len(schema.SOURCE_COLUMN_NAMES) - 1))
+    assert bad != event_lines(4, start=10)
+    rig.put("v/bad.csv", bad)
+    outcomes = rig.load("v/good.csv", "v/bad.csv")
+    assert outcomes["v/good.csv"].ok
+    failed = outcomes["v/bad.csv"]
+    assert not failed.ok and "v/bad.csv" in failed.error, failed.error
+    named = {"nan_price": "price", "infinite_price": "price", "empty_event_time": "event_time", "all_empty_row": "empty"}[case]
+    assert named in failed.error and "upload" in failed.error, failed.error
+    assert rig.warehouse.rows_by_file() == {"v/good.csv": 3}

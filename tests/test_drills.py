@@ -7,6 +7,10 @@ After each kill a plain rerun must exit 0 and leave, per file, exactly the file'
 a checksum: sums of product_id, user_id and price), a state document with every file loaded with
 its row count, no lock left, and a third run that finds nothing to load.
 
+Disk-full drill: the disk under the warehouse (a tmpfs mounted by the test as root, else a file-size
+limit) is filled, runs fail with exit 4 blaming no file and alerting once, space returns, and the
+next run loads every file exactly.
+
 Concurrency drill: 2, then 4 `load` processes started together, round after round, each round with
 new files: zero duplicated or lost rows, zero lost state updates, only exit codes 0 and 75, and the
 processes that did not get the lock exit with 75 within a second of the lock being held.
@@ -37,6 +41,7 @@ from estore_ops.errors import ExitCode
 from estore_ops.state import IngestState
 from tests.corpus import make_corpus
 from tests.helpers import HEADER, event_lines, fault_env
+from tests.slack_server import slack  # noqa: F401 - fixture
 
 Checksum = tuple[int, int, int, float]  # rows, sum(product_id), sum(user_id), sum(price)
 
@@ -478,6 +483,107 @@ def test_concurrency_drill_full(tmp_path: Path, processes: int) -> None:
     stats = DrillStats(f"concurrency, local, {processes} processes")
     concurrency_drill(LocalTarget(tmp_path), processes, 50, stats, tmp_path)
     assert not stats.failures, stats.failures
+
+
+# -- disk-full drill -------------------------------------------------------------------------------------
+
+
+def disk_full_drill(tmp: Path, slack: Any, rounds: int, command: list[str], stats: DrillStats) -> int:
+    """The warehouse's disk fills up (before a run, or with room for part of it), runs fail, space returns.
+
+    Each round: a few files load, the disk holding the warehouse is filled to a different amount of
+    room left, three runs of `command` start (each must end 0 or 4, never blaming a file), then the
+    space is freed and one more run must leave exactly every file's rows, every file recorded
+    loaded at attempt 1 (nothing failed, nothing quarantined), and exactly one failure alert plus
+    one recovery message for a round whose runs failed (none for a round that had room enough).
+    """
+    from tests.disk import CappedDisk
+
+    started = time.monotonic()
+    episodes = 0
+    for rnd in range(rounds):
+        root = tmp / f"round-{rnd}"
+        disk = CappedDisk(root / "disk", size_mb=64)  # room for the models too, once space returns
+        try:
+            target = LocalTarget(root)
+            target.db = db = disk.path / "warehouse.duckdb"
+            env = {**target.env, "ESTORE_WAREHOUSE": f"duckdb:///{db}", "SLACK_WEBHOOK_URL": slack.webhook_url,
+                   "ESTORE_MAX_ATTEMPTS": "2", "ESTORE_ALERT_DEDUP_MINUTES": "0"}
+            expected: dict[str, Checksum] = {}
+            lines = event_lines(50, start=rnd * 1_000_000)
+            target.put("first.csv", csv_bytes(lines))
+            expected["first.csv"] = checksum(lines)
+            first = subprocess.run([sys.executable, "-m", "estore_ops", *command], cwd=root, env=env,
+                                   capture_output=True, text=True, timeout=600)
+            if first.returncode != 0:
+                stats.failures.append(f"round {rnd}: the first run failed: {first.stderr[-300:]}")
+                continue
+            for k in range(4):
+                lines = event_lines(15_000 + 5_000 * k, start=rnd * 1_000_000 + (k + 1) * 100_000)
+                name = f"r{rnd}-{k}.csv.gz" if k % 2 else f"r{rnd}-{k}.csv"
+                target.put(name, csv_bytes(lines, gz=name.endswith(".gz")))
+                expected[name] = checksum(lines)
+            requests_before = len(slack.requests)
+            disk.fill(leave=[16 << 10, 256 << 10, 1 << 20, 3 << 20][rnd % 4])
+            failed_runs = 0
+            for attempt in range(3):
+                run = subprocess.run([sys.executable, "-m", "estore_ops", *command], cwd=root, env=env,
+                                     capture_output=True, text=True, timeout=600, **disk.popen_kwargs())
+                if run.returncode == ExitCode.BACKEND:
+                    failed_runs += 1
+                    if "No file was blamed" not in run.stderr or str(disk.path) not in run.stderr:
+                        stats.failures.append(f"round {rnd}, run {attempt}: exit 4 without naming the place: {run.stderr[-300:]}")
+                elif run.returncode != 0:
+                    stats.failures.append(f"round {rnd}, run {attempt}: exit {run.returncode}: {run.stderr[-400:]}")
+            state = target.state_doc()
+            blamed = {n: r.status for n, r in (state.files.items() if state else []) if r.status != "loaded"}
+            if blamed:
+                stats.failures.append(f"round {rnd}: files blamed for a full disk: {blamed}")
+            disk.free()
+            last = subprocess.run([sys.executable, "-m", "estore_ops", *command], cwd=root, env=env,
+                                  capture_output=True, text=True, timeout=600)
+            if last.returncode != 0:
+                stats.failures.append(f"round {rnd}: the run after space returned exited {last.returncode}: {last.stderr[-400:]}")
+            sums = target.observed()
+            stats.rows_checked += sum(c[0] for c in sums.values())
+            if sums != expected:
+                stats.failures.append(f"round {rnd}: rows after recovery {sums} != {expected}")
+            state = target.state_doc()
+            wrong = {n: (r.status, r.attempts) for n, r in (state.files.items() if state else [])
+                     if r.status != "loaded" or r.attempts != 1}
+            if wrong:
+                stats.failures.append(f"round {rnd}: state records not loaded at attempt 1: {wrong}")
+            messages = [r["body"].get("text", "") for r in slack.requests[requests_before:]]
+            alerts = [m for m in messages if "failed" in m]
+            recoveries = [m for m in messages if "recovered" in m]
+            want = 1 if failed_runs else 0
+            if len(alerts) != want or len(recoveries) != want:
+                stats.failures.append(f"round {rnd}: {failed_runs} failed runs but {len(alerts)} failure alert(s) and "
+                                      f"{len(recoveries)} recovery message(s)")
+            stats.points += 1
+            episodes += 1 if failed_runs else 0  # a round with room enough has nothing to fail
+        finally:
+            disk.close()
+    stats.seconds = time.monotonic() - started
+    stats.name += f" ({disk.mode}; runs failed for lack of space in {episodes} of {rounds} rounds)"
+    SUMMARY.append(stats)
+    return episodes
+
+
+def test_disk_full_drill_fast(tmp_path: Path, slack: Any) -> None:  # noqa: F811
+    stats = DrillStats("disk full, local: `load` with the warehouse disk filled, 3 runs, space freed (fast)")
+    episodes = disk_full_drill(tmp_path, slack, 2, ["load"], stats)
+    assert not stats.failures, stats.failures
+    assert stats.points == 2 and episodes == 2
+
+
+@pytest.mark.drill
+def test_disk_full_drill_full(tmp_path: Path, slack: Any) -> None:  # noqa: F811
+    stats = DrillStats("disk full, local: `watch --once` with the warehouse disk filled to 16 KiB-3 MiB left, 3 runs, "
+                       "space freed")
+    episodes = disk_full_drill(tmp_path, slack, 12, ["watch", "--once"], stats)
+    assert not stats.failures, stats.failures
+    assert stats.points == 12 and episodes >= 6
 
 
 # -- the same drills on the GCP emulators (make drill) -----------------------------------------------

@@ -294,9 +294,13 @@ def test_a_folder_moved_in_with_old_timestamps_is_loaded_even_after_compaction(w
     assert ws.rows_by_file()["2020/2020-Jan.csv"] == 4
 
 
-def test_a_file_with_an_impossible_name_is_skipped_and_the_others_load(ws: Workspace) -> None:
+def test_a_file_with_an_impossible_name_fails_alone_and_the_others_load(ws: Workspace) -> None:
     ws.add("good.csv", event_lines(3))
     ws.add("odd\\name.csv", event_lines(2))
-    result = ws.cli("load")
-    assert result.exit_code == 0, result.output
+    result = ws.cli("load", "--json")
+    assert result.exit_code == 1, result.output
+    files = {f["name"]: f for f in json.loads(result.stdout)["files"]}
+    assert "its name contains a backslash" in files["odd\\name.csv"]["error"] and "Rename the file" in files["odd\\name.csv"]["error"]
     assert ws.rows_by_file() == {"good.csv": 3}
+    problems = json.loads(ws.cli("cursor", "show", "--json").stdout)["problems"]
+    assert [p["name"] for p in problems] == ["odd\\name.csv"]  # recorded: retried, then quarantined

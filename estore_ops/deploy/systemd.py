@@ -104,6 +104,26 @@ def _check_path(what: str, path: Path) -> str:
     return text
 
 
+# Folders the services get write access to (ReadWritePaths=) must be their own: "/" or a system
+# tree would undo the sandbox (ProtectSystem=strict) for everything in it.
+_SYSTEM_TREES = frozenset({
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt", "/opt",
+    "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/log", "/var/tmp",
+})
+
+
+def _check_writable_dir(what: str, path: Path) -> str:
+    text = _check_path(what, path)
+    normal = os.path.normpath(text)
+    if normal in _SYSTEM_TREES:
+        raise DeployError(
+            f"{what} {text!r} is {'the root folder' if normal == '/' else 'a system folder'}: the services would get "
+            f"write access to all of it (ReadWritePaths={normal}). Give them a folder of their own, e.g. "
+            f"{DEFAULT_STATE_DIR}."
+        )
+    return text
+
+
 def render_units(
     *,
     exe: Path | None = None,
@@ -131,8 +151,8 @@ def render_units(
         "@EXE@": _check_path("The executable", exe if exe is not None else default_exe()),
         "@USER@": user,
         "@ENV_FILE@": _check_path("The environment file", env_file),
-        "@STATE_DIR@": _check_path("The state directory", state_dir),
-        "@WORK_DIR@": _check_path("The work directory", work_dir),
+        "@STATE_DIR@": _check_writable_dir("The state directory", state_dir),
+        "@WORK_DIR@": _check_writable_dir("The work directory", work_dir),
         "@CREDENTIAL@": (
             f"LoadCredential={CREDENTIAL_NAME}:{_check_path('The credential file', credential_file)}"
             if credential_file is not None

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 import urllib.error
+from collections.abc import Callable
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
-from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_random_exponential
 
 from estore_ops.notify.base import Alert, Notifier, NotifyError
 from estore_ops.redact import redact
@@ -47,10 +48,20 @@ def _wait(state: RetryCallState) -> float:
     return _backoff(state)
 
 
-_retrying = retry(
-    retry=retry_if_exception(_retryable), wait=_wait,
-    stop=stop_after_attempt(MAX_ATTEMPTS) | stop_after_delay(MAX_SECONDS), reraise=True,
-)
+def _deliver(post: Callable[[float], None]) -> None:
+    """Call `post(started)` until it succeeds, at most MAX_ATTEMPTS times and MAX_SECONDS in all.
+
+    A wait that would end past MAX_SECONDS (Slack may ask for a long Retry-After) is not waited
+    for: the last error is raised at once, so the documented cap holds whatever Slack answers.
+    """
+    started = time.monotonic()
+    retrying = Retrying(
+        retry=retry_if_exception(_retryable), wait=_wait,
+        stop=stop_after_attempt(MAX_ATTEMPTS) | stop_before_delay(MAX_SECONDS), reraise=True,
+    )
+    for attempt in retrying:
+        with attempt:
+            post(started)
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -65,9 +76,20 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
+def _escaped(text: str) -> str:
+    """Slack reads <...> as links and mentions and & as entities: file names and error text never
+    may (Slack's "Escaping text" rule: only &, < and > are replaced). estore-ops' own formatting
+    uses none of them."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _text(alert: Alert) -> str:
+    return _escaped(alert.text)
+
+
 def _blocks(alert: Alert) -> list[dict[str, Any]]:
-    body = "\n".join(alert.lines)
-    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{alert.title}*"}}]
+    body = _escaped("\n".join(alert.lines))
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{_escaped(alert.title)}*"}}]
     if body:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": body[:2900]}})
     return blocks
@@ -91,11 +113,10 @@ class SlackBotNotifier(Notifier):
     def __repr__(self) -> str:
         return f"SlackBotNotifier(channel={self.channel!r}, token='****')"
 
-    @_retrying
     def _post(self, alert: Alert, started: float) -> None:
         _cap_timeout(self.client, started)
         try:
-            self.client.chat_postMessage(channel=self.channel, text=alert.text, blocks=_blocks(alert))
+            self.client.chat_postMessage(channel=self.channel, text=_text(alert), blocks=_blocks(alert))
         except SlackApiError as exc:
             status = exc.response.status_code
             error = exc.response.get("error") if hasattr(exc.response, "get") else None
@@ -103,7 +124,7 @@ class SlackBotNotifier(Notifier):
 
     def send(self, alert: Alert) -> None:
         try:
-            self._post(alert, time.monotonic())
+            _deliver(lambda started: self._post(alert, started))
         except _HttpStatus as exc:
             hint = " Check the bot token and that the bot is in the channel." if exc.status in (200, 401, 403, 404) else ""
             raise NotifyError(f"Slack refused the alert ({exc}).{hint}") from None
@@ -122,16 +143,15 @@ class SlackWebhookNotifier(Notifier):
     def __repr__(self) -> str:
         return "SlackWebhookNotifier(url='****')"
 
-    @_retrying
     def _post(self, alert: Alert, started: float) -> None:
         _cap_timeout(self.client, started)
-        response = self.client.send(text=alert.text, blocks=_blocks(alert))
+        response = self.client.send(text=_text(alert), blocks=_blocks(alert))
         if response.status_code != 200:
             raise _HttpStatus(response.status_code, _retry_after(response.headers), str(response.body)[:200])
 
     def send(self, alert: Alert) -> None:
         try:
-            self._post(alert, time.monotonic())
+            _deliver(lambda started: self._post(alert, started))
         except _HttpStatus as exc:
             raise NotifyError(f"Slack refused the alert ({exc}).") from None
         except (urllib.error.URLError, OSError) as exc:

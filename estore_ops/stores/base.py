@@ -20,6 +20,9 @@ An implementation must:
 - `local_path(name)`: a filesystem path for zero-copy reads when the store is local, else None
   (and `local_root`, the folder itself).
 - `uri(name)`: where the object lives, for messages and for warehouses that read it themselves.
+- `fingerprint(info)`: optional; a cheap content fingerprint where the generation is not enough.
+A listing may yield entries with `problem` set (a dangling link, a folder it may not read): the
+caller fails that entry alone and goes on with the others.
 Names that escape the root are refused with `UnsafeNameError`.
 """
 
@@ -53,10 +56,29 @@ class ObjectInfo:
     updated: datetime
     generation: int
     checksum: str | None = None  # md5/crc32c where the store keeps one; None where it would cost a full read
+    # Local folders: what really changes when a file is written. The generation alone cannot be
+    # trusted there (an mtime copied from a clock in the future outweighs every later ctime).
+    inode: int | None = None
+    ctime_ns: int | None = None
+    # An entry the store lists but cannot offer (a dangling link, an unreadable folder, a name that
+    # cannot be an object name): it fails alone, with this text, and never blocks the others.
+    problem: str | None = None
 
     @property
     def is_gzip(self) -> bool:
         return self.name.lower().endswith(".gz")
+
+    def same_version(self, other: ObjectInfo) -> bool:
+        """Whether two stats of a name show the same content version (fields a store lacks are skipped)."""
+        if self.generation != other.generation or self.size != other.size:
+            return False
+        return all(a is None or b is None or a == b for a, b in ((self.inode, other.inode), (self.ctime_ns, other.ctime_ns)))
+
+    def describe_version(self) -> str:
+        text = f"generation {self.generation}, {self.size} bytes"
+        if self.inode is not None:
+            text += f", inode {self.inode}, ctime {self.ctime_ns}"
+        return text
 
 
 def is_csv_name(name: str) -> bool:
@@ -98,8 +120,14 @@ class ObjectStore(abc.ABC):
     def uri(self, name: str = "") -> str: ...
 
     def list_csv(self, prefix: str = "", page_size: int = 1000) -> Iterator[ObjectInfo]:
-        """The landing files: `*.csv` and `*.csv.gz` under `prefix`."""
-        return (o for o in self.list(prefix, page_size) if is_csv_name(o.name))
+        """The landing files: `*.csv` and `*.csv.gz` under `prefix`, and the entries that could not be
+        listed or opened (`problem` set; a folder's name ends with '/'): each fails alone."""
+        return (o for o in self.list(prefix, page_size) if is_csv_name(o.name) or (o.problem and o.name.endswith("/")))
+
+    def fingerprint(self, info: ObjectInfo) -> str | None:
+        """A cheap content fingerprint of a local file (size, first and last blocks), or None where the
+        store's generation already identifies the content (Cloud Storage)."""
+        return None
 
     def exists(self, name: str) -> bool:
         from estore_ops.errors import ObjectNotFoundError

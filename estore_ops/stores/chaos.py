@@ -242,6 +242,9 @@ class ChaosStore(ObjectStore):
     def local_path(self, name: str) -> Path | None:
         return self.inner.local_path(name) if self.local else None
 
+    def fingerprint(self, info: ObjectInfo) -> str | None:
+        return self.inner.fingerprint(info)
+
     def uri(self, name: str = "") -> str:
         return self.inner.uri(name)
 

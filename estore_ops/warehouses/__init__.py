@@ -9,11 +9,31 @@ from urllib.parse import urlparse
 from estore_ops.errors import ConfigError, MissingExtraError
 from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
 
-__all__ = ["FileOutcome", "LoadItem", "Warehouse", "open_warehouse", "warehouse_scheme"]
+__all__ = ["FileOutcome", "LoadItem", "Warehouse", "duckdb_path", "open_warehouse", "warehouse_scheme"]
 
 
 def warehouse_scheme(url: str) -> str:
     return urlparse(url).scheme
+
+
+def duckdb_path(url: str) -> Path:
+    """The database file of duckdb:///relative/path or duckdb:////absolute/path (the SQLAlchemy convention).
+
+    Nothing may follow the path: estore-ops reads no query string (it used to ignore one silently),
+    and a '?' inside the path would start one, cutting the path short. Both are refused."""
+    if not url.startswith("duckdb:///") or len(url) <= len("duckdb:///"):
+        raise ConfigError("is malformed: write duckdb:///relative/path.duckdb or duckdb:////absolute/path.duckdb.")
+    rest = url[len("duckdb:///"):]
+    if "?" in rest:
+        path, _, query = rest.partition("?")
+        raise ConfigError(
+            f"has a '?', where a URL's query string starts ({query!r}): estore-ops reads no parameters from a "
+            f"duckdb:// URL, and a '?' that belongs to the path would cut it at {path!r}. Remove the query "
+            "(memory and batch sizes are the load_memory_limit and load_batch_mb settings), or keep the "
+            "warehouse at a path without '?' (a relative path is resolved from the current folder or the "
+            "config file's folder)."
+        )
+    return Path(rest)
 
 
 def open_warehouse(url: str, work_dir: Path | None = None, read_only: bool = False, **options: Any) -> Warehouse:

@@ -12,7 +12,7 @@ How a loading tick works (the event data never passes through the VM: BigQuery r
    only). Staging tables expire after a day and are dropped once the tick commits.
 2. Check: each staged object is stat'ed again; a file whose generation moved while BigQuery read
    it is left out (its new version loads on the next tick). ONE read-only query over the staging
-   tables counts rows, refuses negative prices and lists the days each file's rows fall on.
+   tables counts rows, refuses prices and times out of their domain and lists the days each file's rows fall on.
 3. Commit, per group of files: ONE query over `_estore_loaded_files` finds the days that earlier
    versions of these names were committed to; the new versions' days are recorded there (before
    the data, so the record never misses rows); then ONE statement changes `events`:
@@ -149,7 +149,25 @@ class _Profile:
     rows: int = 0
     negative: int = 0
     first_negative: Any = None
+    non_finite: int = 0  # NaN or infinite prices
+    no_event_time: int = 0  # empty event_time (an all-empty row too)
     days: set[dt.date | None] = field(default_factory=set)
+
+    def domain_error(self, name: str) -> str:
+        """Why the file's values are refused ('' when they are all in their domain)."""
+        again = ("so the whole file was refused. Fix the value (or remove the line) and upload the file again; "
+                 "the new version loads on the next run.")
+        if self.non_finite:
+            return (f"{name}, column price: {self.non_finite} row(s) with a price that is not a finite number (NaN or "
+                    f"infinite). It would poison every revenue figure, {again}")
+        if self.negative:
+            return (f"{name}, column price: {self.negative} row(s) with a negative price (the first at event_time "
+                    f"{self.first_negative}). Prices are 0 or more in these events, and a negative one would corrupt "
+                    f"revenue, {again}")
+        if self.no_event_time:
+            return (f"{name}, column event_time: {self.no_event_time} row(s) with no event_time (an empty value, or an "
+                    f"empty row). Every event needs its time, {again}")
+        return ""
 
 
 @dataclass
@@ -620,17 +638,10 @@ class BigQueryWarehouse(Warehouse):
                                          retryable=isinstance(exc, TransientBackendError))
                     ready = []
             for s in ready:
-                p = s.profile
-                if p.negative:
-                    yield self._fail(
-                        s,
-                        f"{s.item.info.name}, column price: {p.negative} row(s) with a negative price (the first at event_time "
-                        f"{p.first_negative}). Prices are 0 or more in these events, and a negative one would corrupt revenue, "
-                        "so the whole file was refused. Fix the value (or remove the line) and upload the file again; "
-                        "the new version loads on the next run.",
-                        job_failed=True,
-                    )
-            ready = [s for s in ready if not s.profile.negative]
+                refused = s.profile.domain_error(s.item.info.name)
+                if refused:
+                    yield self._fail(s, refused, job_failed=True)
+            ready = [s for s in ready if not s.profile.domain_error(s.item.info.name)]
             for group in self._commit_groups(ready):
                 yield from self._commit(group)
         finally:
@@ -769,21 +780,33 @@ class BigQueryWarehouse(Warehouse):
             self._fail(s, error, retryable=transient, job_failed=True)
 
     def _profile(self, staged: list[_Staged]) -> None:
-        """ONE read-only query over the staging tables: rows, negative prices and the days (UTC)
-        each file's rows fall on. Bills the staged bytes of two columns."""
+        """ONE read-only query over the staging tables: rows, values out of their domain and the
+        days (UTC) each file's rows fall on. Bills the staged bytes of two columns.
+
+        BigQuery's CSV parser accepts `NaN`, `inf` and `Infinity` for FLOAT64 and reads an empty
+        field as NULL (the default null marker, https://cloud.google.com/bigquery/docs/reference/rest/v2/Job#JobConfigurationLoad
+        `nullMarker`), so a non-finite price, an empty event_time or an all-empty row reach the
+        staging table; they are counted here and the file is refused, as on the embedded warehouse
+        (estore_ops.warehouses.domain). A fractional id never gets this far: an INT64 column refuses it
+        in the load job itself."""
         selects = []
         for s in staged:
-            negative = "CASE WHEN price < 0 THEN 1 ELSE 0 END" if "price" in s.item.header else "0"
-            first = "CASE WHEN price < 0 THEN event_time END" if "price" in s.item.header else "NULL"
+            has_price = "price" in s.item.header
+            negative = "CASE WHEN price < 0 THEN 1 ELSE 0 END" if has_price else "0"
+            first = "CASE WHEN price < 0 THEN event_time END" if has_price else "NULL"
+            infinite = "CASE WHEN IS_NAN(price) OR IS_INF(price) THEN 1 ELSE 0 END" if has_price else "0"
             selects.append(
                 f"SELECT {sql_string(s.table_id)} AS t, DATE(event_time) AS day, COUNT(*) AS n, SUM({negative}) AS neg, "
-                f"MIN({first}) AS first_neg FROM `{s.table_id}` GROUP BY day"
+                f"MIN({first}) AS first_neg, SUM({infinite}) AS inf, COUNTIF(event_time IS NULL) AS no_time "
+                f"FROM `{s.table_id}` GROUP BY day"
             )
         by_table = {s.table_id: s for s in staged}
-        for table_id, day, n, neg, first_neg in self.query(" UNION ALL ".join(selects), step="check"):
+        for table_id, day, n, neg, first_neg, inf, no_time in self.query(" UNION ALL ".join(selects), step="check"):
             p = by_table[table_id].profile
             p.rows += int(n)
             p.negative += int(neg or 0)
+            p.non_finite += int(inf or 0)
+            p.no_event_time += int(no_time or 0)
             if first_neg is not None and (p.first_negative is None or first_neg < p.first_negative):
                 p.first_negative = first_neg
             p.days.add(day)

@@ -13,20 +13,30 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from estore_ops import schema
-from estore_ops.errors import BackendError, EstoreError, ObjectNotFoundError
+from estore_ops import environment, schema
+from estore_ops.errors import (
+    BackendError,
+    ConfigError,
+    EnvironmentFaultError,
+    EstoreError,
+    MissingTableError,
+    ObjectNotFoundError,
+    TransientBackendError,
+    UnreadableEntryError,
+    UnsafeNameError,
+)
 from estore_ops.faults import fault_point
 from estore_ops.logs import get_logger
 from estore_ops.stores.base import ObjectInfo, ObjectStore, has_pattern_characters
+from estore_ops.warehouses import domain
 from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
 
 if TYPE_CHECKING:
@@ -74,9 +84,13 @@ def usable_memory_bytes() -> int | None:
 
 
 def duckdb_path_from_url(url: str) -> Path:
-    # duckdb:///relative/path or duckdb:////absolute/path (the SQLAlchemy convention).
-    rest = url[len("duckdb:///"):].partition("?")[0]
-    return Path(rest)
+    """duckdb:///relative/path or duckdb:////absolute/path (see estore_ops.warehouses.duckdb_path)."""
+    from estore_ops.warehouses import duckdb_path
+
+    try:
+        return duckdb_path(url)
+    except ConfigError as exc:
+        raise ConfigError(f"warehouse = {url!r} {exc}") from None
 
 
 class DuckDBWarehouse(Warehouse):
@@ -90,6 +104,7 @@ class DuckDBWarehouse(Warehouse):
         self.path = duckdb_path_from_url(url)
         self.work_dir = work_dir
         self.read_only = read_only
+        self._limit = ""  # the memory limit in force, for messages
         self._con: duckdb.DuckDBPyConnection | None = None
 
     @property
@@ -102,11 +117,16 @@ class DuckDBWarehouse(Warehouse):
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._con = duckdb.connect(str(self.path), read_only=self.read_only)
-            except duckdb.IOException as exc:
+            except OSError as exc:
+                raise environment.from_os_error(exc, "the warehouse folder", self.path.parent) or exc from None
+            except duckdb.Error as exc:
+                fault = environment.from_duckdb_error(exc, self.path, memory_limit=self._limit)
+                if fault is not None:
+                    raise fault from None
                 first = str(exc).splitlines()[0]
-                hint = (" DuckDB allows one writer: is another estore-ops or a DuckDB shell using it?"
-                        if "lock" in first.lower() else " Check that the path is a DuckDB database file you can write.")
-                raise BackendError(f"Cannot open the DuckDB warehouse {self.path}: {first}.{hint}") from None
+                raise BackendError(
+                    f"Cannot open the DuckDB warehouse {self.path}: {first}. Check that the path is a DuckDB database file."
+                ) from None
             # Parse and display times in UTC whatever the machine's zone is.
             self._con.execute("SET TimeZone = 'UTC'")
             # Raw rows carry their file and generation and every model orders explicitly, so the
@@ -121,6 +141,7 @@ class DuckDBWarehouse(Warehouse):
                     threads = int(self._con.execute("SELECT current_setting('threads')").fetchone()[0])  # type: ignore[index]
                     limit = auto_memory_limit(threads, usable_memory_bytes())
                 self._con.execute(f"SET memory_limit = '{limit}'")
+                self._limit = limit
         return self._con
 
     def close(self) -> None:
@@ -128,25 +149,42 @@ class DuckDBWarehouse(Warehouse):
             self._con.close()
             self._con = None
 
+    @contextmanager
+    def _machine_faults(self) -> Iterator[None]:
+        """Turn a DuckDB error caused by the machine (disk full, out of memory, a lock) into an
+        EnvironmentFaultError; anything else passes through unchanged."""
+        import duckdb
+
+        try:
+            yield
+        except duckdb.Error as exc:
+            fault = environment.from_duckdb_error(exc, self.path, memory_limit=self._limit)
+            if fault is not None:
+                raise fault from None
+            raise
+
     def ensure_raw_table(self) -> None:
-        self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema.RAW_SCHEMA}")
-        self.con.execute(schema.duckdb_create_table_sql())
+        with self._machine_faults():
+            self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema.RAW_SCHEMA}")
+            self.con.execute(schema.duckdb_create_table_sql())
 
     def rows_by_file(self) -> dict[str, int]:
-        if not self._table_exists():
-            return {}
-        rows = self.con.execute(
-            f"SELECT _source_file, count(*) FROM {schema.RAW_SCHEMA}.{schema.RAW_TABLE} GROUP BY 1"
-        ).fetchall()
+        with self._machine_faults():
+            if not self._table_exists():
+                return {}
+            rows = self.con.execute(
+                f"SELECT _source_file, count(*) FROM {schema.RAW_SCHEMA}.{schema.RAW_TABLE} GROUP BY 1"
+            ).fetchall()
         return {name: count for name, count in rows}
 
     def has_version(self, name: str, generation: int) -> bool:
-        if not self._table_exists():
-            return False
-        found = self.con.execute(
-            f"SELECT count(*) FROM (SELECT 1 FROM {schema.RAW_SCHEMA}.{schema.RAW_TABLE} "
-            "WHERE _source_file = ? AND _source_generation = ? LIMIT 1)", [name, generation],
-        ).fetchone()
+        with self._machine_faults():
+            if not self._table_exists():
+                return False
+            found = self.con.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {schema.RAW_SCHEMA}.{schema.RAW_TABLE} "
+                "WHERE _source_file = ? AND _source_generation = ? LIMIT 1)", [name, generation],
+            ).fetchone()
         return bool(found and found[0])
 
     def _table_exists(self) -> bool:
@@ -157,7 +195,14 @@ class DuckDBWarehouse(Warehouse):
         return bool(found and found[0])
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
-        return self.con.execute(sql).fetchall()
+        import duckdb
+
+        with self._machine_faults():
+            try:
+                return self.con.execute(sql).fetchall()
+            except duckdb.CatalogException as exc:
+                first = str(exc).splitlines()[0]
+                raise MissingTableError(f"{first} (warehouse {self.path}).") from None
 
     def query_records(self, sql: str) -> list[dict[str, Any]]:
         cursor = self.con.execute(sql)
@@ -250,18 +295,24 @@ class DuckDBWarehouse(Warehouse):
         return int(inserted[0]) if inserted else 0
 
     def _load_batch(self, group: list[LoadItem], store: ObjectStore) -> list[FileOutcome] | None:
-        """Load the files in one transaction; None when anything failed (nothing was kept)."""
+        """Load the files in one transaction; None when a file failed (nothing was kept).
+
+        A fault of the machine (disk full, out of memory) raises EnvironmentFaultError instead:
+        loading the files one by one would only hit it again.
+        """
         import duckdb
 
         started = time.monotonic()
         names = [item.info.name for item in group]
-        generations = [item.info.generation for item in group]
-        con = self.con
-        with ExitStack() as stack:
+        with ExitStack() as stack, self._machine_faults():
             try:
-                paths = [str(stack.enter_context(_readable_path(store, name, self.work_dir))) for name in names]
-            except (EstoreError, OSError):
+                readable = [stack.enter_context(_readable_path(store, name, self.work_dir)) for name in names]
+            except EnvironmentFaultError:
+                raise
+            except (EstoreError, OSError, RuntimeError):
                 return None  # each file alone says which one cannot be read
+            paths = [str(r.path) for r in readable]
+            con = self.con
             con.execute("BEGIN TRANSACTION")
             try:
                 self._replace_rows(con, group, paths)
@@ -269,17 +320,22 @@ class DuckDBWarehouse(Warehouse):
                     fault_point("inside_transaction", name)
                 # Rows of these names were deleted above, so every row left is from this insert;
                 # the generation range lets DuckDB skip older row groups.
+                generations = [item.info.generation for item in group]
                 counts = dict(con.execute(
                     f"SELECT _source_file, count(*) FROM {schema.RAW_SCHEMA}.{schema.RAW_TABLE} "
                     "WHERE _source_generation BETWEEN ? AND ? AND _source_file IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1",
                     [min(generations), max(generations), names],
                 ).fetchall())
-                if any(_current_generation(store, item.info.name) != item.info.generation for item in group):
+                if any(not _unchanged(store, item.info) for item in group):
                     con.execute("ROLLBACK")
                     return None  # the file alone gets the changed/disappeared outcome
                 con.execute("COMMIT")
-            except duckdb.Error:
+            except duckdb.Error as exc:
                 _rollback(con)
+                sources = [p for r in readable for p in r.sources]
+                fault = environment.from_duckdb_error(exc, self.path, sources, self._limit)
+                if fault is not None:
+                    raise fault from None
                 return None
             except BaseException:
                 _rollback(con)
@@ -297,31 +353,41 @@ class DuckDBWarehouse(Warehouse):
         info = item.info
         started = time.monotonic()
         outcome = FileOutcome(info.name, info.generation, info.size, ok=False)
-        with _readable_path(store, info.name, self.work_dir) as path:
+        with ExitStack() as stack, self._machine_faults():
+            try:
+                readable = stack.enter_context(_readable_path(store, info.name, self.work_dir))
+            except ObjectNotFoundError:
+                outcome.error, outcome.retryable = _disappeared(info.name), True
+                return outcome
+            except TransientBackendError as exc:
+                outcome.error, outcome.retryable = f"{info.name}: could not be downloaded ({exc}); it is tried again.", True
+                return outcome
+            except (UnreadableEntryError, UnsafeNameError) as exc:
+                outcome.error = str(exc)
+                return outcome
+            path = readable.path
             con = self.con
             con.execute("BEGIN TRANSACTION")
             try:
                 inserted = self._replace_rows(con, [item], [str(path)])
                 fault_point("inside_transaction", info.name)
-                now_generation = _current_generation(store, info.name)
-                if now_generation != info.generation:
+                now = _current_version(store, info.name)
+                if now is None or not now.same_version(info):
                     con.execute("ROLLBACK")
                     outcome.error = (
-                        f"{info.name} changed while it was loading (generation {info.generation} -> "
-                        f"{now_generation}); nothing was kept, the new version loads on the next run."
-                        if now_generation else
-                        f"{info.name} disappeared from the landing area while it was loading (renamed or deleted); "
-                        "nothing of it was kept. If it was renamed, it loads under its new name on the next run."
+                        f"{info.name} changed while it was loading ({info.describe_version()} -> "
+                        f"{now.describe_version()}); nothing was kept, the new version loads on the next run."
+                        if now is not None else _disappeared(info.name)
                     )
                     outcome.retryable = True
                     return outcome
                 con.execute("COMMIT")
             except duckdb.Error as exc:
                 _rollback(con)
-                if _NEGATIVE_PRICE in str(exc):
-                    outcome.error = describe_negative_price(info.name, path, info.is_gzip)
-                else:
-                    outcome.error = describe_csv_error(info.name, exc)
+                fault = environment.from_duckdb_error(exc, self.path, readable.sources, self._limit)
+                if fault is not None:
+                    raise fault from None
+                outcome.error = describe_load_error(info.name, path, info.is_gzip, exc)
                 return outcome
             except BaseException:
                 _rollback(con)
@@ -333,12 +399,24 @@ class DuckDBWarehouse(Warehouse):
         return outcome
 
 
-def _current_generation(store: ObjectStore, name: str) -> int:
-    """The object's generation now; 0 when it was renamed or deleted while loading."""
+def _disappeared(name: str) -> str:
+    return (
+        f"{name} disappeared from the landing area while it was loading (renamed or deleted); nothing of it "
+        "was kept. If it was renamed, it loads under its new name on the next run."
+    )
+
+
+def _current_version(store: ObjectStore, name: str) -> ObjectInfo | None:
+    """The object as it is now; None when it was renamed or deleted while loading."""
     try:
-        return store.stat(name).generation
+        return store.stat(name)
     except ObjectNotFoundError:
-        return 0
+        return None
+
+
+def _unchanged(store: ObjectStore, info: ObjectInfo) -> bool:
+    now = _current_version(store, info.name)
+    return now is not None and now.same_version(info)
 
 
 def _time_range(since: datetime | None, until: datetime | None) -> tuple[str, list[Any]]:
@@ -375,7 +453,7 @@ def count_csv_rows(
 
     def count(group: Sequence[ObjectInfo]) -> None:
         with ExitStack() as stack:
-            paths = {str(stack.enter_context(_readable_path(store, i.name, work_dir))): i.name for i in group}
+            paths = {str(stack.enter_context(_readable_path(store, i.name, work_dir)).path): i.name for i in group}
             rows = con.execute(sql, [list(paths), "gzip" if group[0].is_gzip else "none"]).fetchall()
         found = {paths[path]: int(n) for path, n in rows}
         for info in group:
@@ -408,48 +486,72 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
 
 
 class _readable_path:
-    """A local path for the object: the file itself when the store is local, else a temp copy."""
+    """A local path for the object: the file itself when the store is local, else a temp copy.
+
+    Errors are sorted on the way: an entry that cannot be opened (a dangling or looping link)
+    raises UnreadableEntryError (that file fails alone); a work folder the machine refuses (full,
+    read-only, not ours) raises EnvironmentFaultError (the run stops, no file is blamed).
+    """
 
     def __init__(self, store: ObjectStore, name: str, work_dir: Path | None) -> None:
         self.store, self.name, self.work_dir = store, name, work_dir
         self._tmp: Path | None = None
+        self.path = Path()
+        self.sources: list[str] = []  # paths DuckDB may name in an error about this file
 
-    def __enter__(self) -> Path:
+    def __enter__(self) -> _readable_path:
         local = self.store.local_path(self.name)
         if local is not None and not has_pattern_characters(str(local)):
-            return local
-        if self.work_dir:
-            self.work_dir.mkdir(parents=True, exist_ok=True)
+            self.path = local
+            self.sources = [str(local)]
+            return self
+        folder = self.work_dir or Path(tempfile.gettempdir())
         suffix = ".csv.gz" if self.name.lower().endswith(".gz") else ".csv"
         if local is not None:
             # DuckDB's reader expands * ? [ ] { } in a path: `data[1].csv` would read `data1.csv`.
             # A link with a plain name reads the file itself.
-            link = Path(tempfile.mktemp(suffix=suffix, dir=self.work_dir))
-            link.symlink_to(local.resolve())
+            try:
+                target = local.resolve(strict=True)
+            except (OSError, RuntimeError) as exc:  # a dangling link, a loop of links
+                raise UnreadableEntryError(
+                    f"{self.name}: cannot be opened ({getattr(exc, 'strerror', None) or exc}). If it is a link, "
+                    "point it to an existing file in the landing area, or remove it."
+                ) from None
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                link = Path(tempfile.mktemp(suffix=suffix, dir=folder))
+                link.symlink_to(target)
+            except OSError as exc:
+                raise environment.from_os_error(exc, "the work folder", folder) or exc from None
             self._tmp = link
-            return link
-        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=self.work_dir)
-        os.close(fd)
+            self.path, self.sources = link, [str(link), str(target)]
+            return self
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=suffix, dir=folder)
+            os.close(fd)
+        except OSError as exc:
+            raise environment.from_os_error(exc, "the work folder", folder) or exc from None
         self._tmp = Path(tmp)
+        self.path, self.sources = self._tmp, [tmp]
 
         try:
             # The store's stream resumes after a reset (stores.base.ResumingReader): no retry here.
             with open(tmp, "wb") as out, self.store.open(self.name) as src:
-                shutil.copyfileobj(src, out, 8 << 20)  # streamed in 8 MiB blocks, never parsed here
+                while block := src.read(8 << 20):  # streamed in 8 MiB blocks, never parsed here
+                    try:
+                        out.write(block)
+                    except OSError as exc:
+                        raise environment.from_os_error(exc, "the work folder", folder) or exc from None
         except BaseException:
             self._tmp.unlink(missing_ok=True)  # __exit__ does not run when __enter__ raises
             raise
-        return self._tmp
+        return self
 
     def __exit__(self, *exc: object) -> None:
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
 
-
-# A row check evaluated while the rows are read: REES46 prices are 0 or more, and a negative one
-# would silently corrupt revenue, so the file is refused (its data type is fine, its meaning is not).
-_NEGATIVE_PRICE = "estore-check: negative price"
-_PRICE_CHECK = f"CASE WHEN price < 0 THEN error('{_NEGATIVE_PRICE}') ELSE price END"
 
 # REES46 writes every time as '2019-10-01 00:00:00 UTC'. Read with exactly that format, the reader
 # makes a plain TIMESTAMP and make_timestamptz(epoch_us(...)) turns it into the same instant with no
@@ -463,18 +565,24 @@ def _insert_sql(header: tuple[str, ...], exact_utc_times: bool) -> str:
     Parameters: paths, compression, paths, names, generations. BY NAME maps columns by header
     name, so a file with reordered columns loads right. The reader names each row's file by the
     path it was given; the map turns that into the object's name and generation (a path it does
-    not know aborts the load). The price check rides on the same scan: a negative price aborts
-    the statement, and only then is the file read again to find the line (rare path).
+    not know aborts the load). The domain checks (estore_ops.warehouses.domain: finite, non-negative
+    prices, whole-number ids, a finite event_time) ride on the same scan: a value out of its domain
+    aborts the statement, and only then is the file read again to find the line (rare path).
     """
-    columns = schema.duckdb_csv_columns(header, read_as={"event_time": "TIMESTAMP"} if exact_utc_times else None)
+    read_as = {c: "VARCHAR" for c in domain.ID_COLUMNS}  # DuckDB's integer parser rounds 1.5 to 2
+    if exact_utc_times:
+        read_as["event_time"] = "TIMESTAMP"
+    columns = schema.duckdb_csv_columns(header, read_as=read_as)
     time_options = ""
-    event_time = "r.event_time"
+    event_time = domain.event_time_sql("r.event_time", "r.event_time")
     if exact_utc_times:
         time_options = f", timestampformat = '{_UTC_TIME_FORMAT}'"
-        event_time = "make_timestamptz(epoch_us(r.event_time))"
+        event_time = domain.event_time_sql("r.event_time", "make_timestamptz(epoch_us(r.event_time))")
+    checked = [f"{domain.price_sql('r.price')} AS price", f"{event_time} AS event_time"]
+    checked += [f"{domain.id_sql(c, f'r.{c}')} AS {c}" for c in domain.ID_COLUMNS]
     return f"""
         INSERT INTO {schema.RAW_SCHEMA}.{schema.RAW_TABLE} BY NAME
-        SELECT r.* EXCLUDE (filename) REPLACE ({_PRICE_CHECK} AS price, {event_time} AS event_time),
+        SELECT r.* EXCLUDE (filename) REPLACE ({", ".join(checked)}),
                coalesce(f.name, error('estore: unmapped file ' || r.filename)) AS _source_file,
                f.generation AS _source_generation, now() AS _loaded_at
         FROM read_csv(?, header = true, auto_detect = false, columns = {columns},
@@ -485,6 +593,25 @@ def _insert_sql(header: tuple[str, ...], exact_utc_times: bool) -> str:
                           unnest(?::BIGINT[]) AS generation) AS f
                ON r.filename = f.path
     """
+
+
+def describe_load_error(name: str, path: Path, is_gzip: bool, exc: BaseException) -> str:
+    """The verdict for a file whose statement failed: file, line, column, what is wrong, what to do."""
+    text = str(exc)
+    if domain.CHECK in text or (not _LINE.search(text) and "Could not convert string" in text):
+        # A domain check (or the id cast after it) fired: read the file again for the line.
+        found = domain.violation(name, path, is_gzip)
+        if found:
+            return found
+        column = text.split(domain.CHECK, 1)[1].split()[0].strip("'\"") if domain.CHECK in text else ""
+        if column:
+            return (f"{name}, column {column}: a value is out of its domain (the line could not be found again). "
+                    f"{_AGAIN}")
+    if "state machine reached an invalid state" in text:
+        endings = domain.mixed_line_endings(path, is_gzip)
+        if endings:
+            return domain.describe_line_endings(name, endings)
+    return describe_csv_error(name, exc)
 
 
 _LINE = re.compile(r"CSV Error on Line: (\d+)")
@@ -545,32 +672,3 @@ def describe_csv_error(name: str, exc: BaseException) -> str:
         if ln.startswith(("Expected Number of Columns", "Found", "Value with unterminated quote", "Invalid unicode")):
             detail += " " + ln.strip()
     return f"{where}: {first.strip()[:300]}{detail[:300]} {_AGAIN}"
-
-
-def describe_negative_price(name: str, path: Path, is_gzip: bool) -> str:
-    """The rare path after the price check fired: read the file once more to name the line."""
-    import csv
-    import gzip
-
-    where, value = "", ""
-    try:
-        raw = gzip.open(path, "rt", encoding="utf-8-sig", newline="") if is_gzip else open(path, encoding="utf-8-sig", newline="")
-        with raw as fh:
-            reader = csv.reader(fh)
-            header = [c.strip() for c in next(reader)]
-            col = header.index("price")
-            for fields in reader:
-                try:
-                    if float(fields[col]) < 0:
-                        where, value = f", line {reader.line_num}", fields[col]
-                        break
-                except (ValueError, IndexError):
-                    continue
-    except (OSError, ValueError, csv.Error, StopIteration):
-        pass  # the reader found it; only the line number is missing
-    shown = f" {value}" if value else ""
-    return (
-        f"{name}{where}, column price: negative price{shown}. Prices are 0 or more in these events, and a negative "
-        "one would corrupt revenue, so the whole file was refused. Fix the value (or remove the line) and upload "
-        "the file again; the new version loads on the next run."
-    )

@@ -107,6 +107,26 @@ def small_files() -> dict[str, bytes]:
         "not_gzip.csv.gz": text([HEADER, *ok5]),
         "not_csv.csv": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89" + bytes(range(256)),
         "json_not_csv.csv": b'{"events": [{"event_time": "2019-10-01 00:00:00 UTC", "event_type": "view"}]}\n',
+        # -- values out of their domain (the whole file fails, naming line and column) -----------
+        "nan_price.csv": text([HEADER, row(0), row(1, price="NaN"), row(2)]),
+        "infinite_price.csv": text([HEADER, row(0), row(1), row(2, price="inf")]),
+        "overflow_price.csv": text([HEADER, row(0), row(1, price="1e400")]),
+        "fractional_id.csv": text([HEADER, row(0), row(1, product_id="1.5"), row(2)]),
+        "exponent_id.csv": text([HEADER, row(0), row(1, user_id="15e-1")]),
+        "negative_id.csv": text([HEADER, row(0, category_id="-2053013552326770905")]),
+        "id_notations.csv": text([HEADER, row(0, product_id="5e8", category_id="0x1F", user_id="1_000")]),
+        "empty_event_time.csv": text([HEADER, row(0), row(1), row(2, event_time="")]),
+        "infinite_event_time.csv": text([HEADER, row(0), row(1, event_time="infinity")]),
+        "all_empty_row.csv": text([HEADER, row(0), ",,,,,,,,", row(1)]),
+        "blank_lines.csv": text([HEADER, row(0), "", row(1), "", ""]),
+        "spaces_around_ids.csv": text([HEADER, row(0, product_id=" 1000 ", user_id=" 500000000")]),
+        # -- line endings and garbage at the end ----------------------------------------------------
+        "cr_line_endings.csv": text([HEADER, *ok5], newline="\r"),
+        "mixed_line_endings.csv": text([HEADER, row(0)], newline="\r\n") + text(rows(3, start=1)),
+        "stray_cr.csv": text([HEADER, row(0), row(1)]) + row(2).encode() + b"\r" + text(rows(2, start=3)),
+        # The last row runs straight into zero bytes (no line break): the NULs would end up in its
+        # user_session, and the file used to load.
+        "nul_tail_no_newline.csv": text([HEADER, *ok5], final_newline=False) + b"\x00" * 4096,
     }
     return files
 
@@ -117,6 +137,9 @@ def large_files() -> dict[str, bytes]:
         "single_line_1mb.csv": b"x" * (1 << 20),
         # A valid header, then one data row whose session id is 1 MiB long: a legal but absurd value.
         "huge_field_1mb.csv": text([HEADER, row(0, user_session="s" * (1 << 20))]),
+        # A valid file followed by 64 MiB of zero bytes: DuckDB's reader skipped such a run and the
+        # file loaded as if nothing were wrong.
+        "nul_tail_64mb.csv": text([HEADER, *rows(5)]) + b"\x00" * (64 << 20),
     }
 
 
