@@ -387,6 +387,45 @@ def test_incremental_equals_full_refresh(flow):
         assert _normalised(flow["p2"][model]) == _normalised(flow["p3"][model]), model
 
 
+def shared_session_reload(root: Path, project: Path = PROJECT) -> tuple[dict, dict, dict]:
+    """The case the issue reported: user_session 'shared' starts with user 701's view (file a.csv),
+    then user 702 goes on in it (file b.csv). a.csv is reloaded without that first view (701 keeps
+    one event, in a session of its own): the session now belongs to 702. Returns dim_users
+    (user -> (session_count, data_quality_flag)) before the reload, after the incremental run and
+    after a full refresh."""
+    landing, db = root / "landing", root / "warehouse.duckdb"
+    landing.mkdir(parents=True)
+    row = "2020-03-0{day} {time} UTC,view,1001,2001,electronics.smartphone,samsung,10.00,{user},{session}"
+    (landing / "a.csv").write_text("\n".join([HEADER, row.format(day=2, time="10:00:00", user=701, session="shared"),
+                                               row.format(day=3, time="09:00:00", user=701, session="own701")]) + "\n")
+    (landing / "b.csv").write_text("\n".join([HEADER, row.format(day=2, time="10:05:00", user=702, session="shared"),
+                                               row.format(day=2, time="10:10:00", user=702, session="shared")]) + "\n")
+    target = {"type": "duckdb", "path": str(db), "threads": 2, "schema": "main"}
+
+    def users() -> dict:
+        rows = _query(db, "SELECT user_id, session_count, data_quality_flag FROM marts.dim_users WHERE user_id IN ('701', '702')")
+        return {u: (count, flag) for u, count, flag in rows}
+
+    load_into_duckdb(db, landing, ["a.csv", "b.csv"])
+    _ok(run_dbt(project_dir=project, target=target, work_dir=root / "work", command="build", no_test=True, quiet=True))
+    before = users()
+    (landing / "a.csv").write_text("\n".join([HEADER, row.format(day=3, time="09:00:00", user=701, session="own701")]) + "\n")
+    load_into_duckdb(db, landing, ["a.csv"])
+    _ok(run_dbt(project_dir=project, target=target, work_dir=root / "work", command="build", no_test=True, quiet=True))
+    incremental = users()
+    _ok(run_dbt(project_dir=project, target=target, work_dir=root / "work", command="build", no_test=True, quiet=True,
+                full_refresh=True))
+    return before, incremental, users()
+
+
+def test_reload_removing_the_first_event_of_a_shared_session_moves_its_owner(tmp_path):
+    """Regression (issue 14): dim_users.session_count of the new owner stayed 0 after such a reload
+    until a --full-refresh, because neither of 702's days nor 702's rows had changed."""
+    before, incremental, full_refresh = shared_session_reload(tmp_path)
+    assert before == {"701": (2, None), "702": (0, "missing_sessions")}  # 701 started 'shared': it is 701's
+    assert incremental == full_refresh == {"701": (1, None), "702": (1, None)}
+
+
 # -- snapshots ----------------------------------------------------------------------------------
 def test_snapshot_history(flow):
     first = flow["p1_snap_rfm"]
