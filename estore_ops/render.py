@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from estore_ops.ingest import LoadResult, PendingFile
 from estore_ops.output import Output
+from estore_ops.reports import cohort_label
 from estore_ops.warehouses.base import FileOutcome
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def render_headline(out: Output, data: dict[str, list[dict[str, Any]]]) -> None:
             ["purchased", out.num(f["purchased"]), pct(f["purchase_rate"]), pct(f["cart_to_purchase_rate"])],
         ], keys=["stage", "sessions", "of_all", "of_previous"])
     out.table("Churn by first-purchase cohort", ["Cohort", "Customers", "Churned", "Churn rate", "From", "To"], [
-        ["all eligible" if r["metric_level"] == "cohort_overall" else r["time_period"][:7], out.num(r["customers"]),
+        [cohort_label(r["metric_level"], r["time_period"]), out.num(r["customers"]),
          out.num(r["churned"]), pct(r["churn_rate"]), r["cohort_start"], r["cohort_end"]]
         for r in data["churn"]
     ], keys=["cohort", "customers", "churned", "churn_rate", "from", "to"])

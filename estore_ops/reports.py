@@ -54,6 +54,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def cohort_label(metric_level: str, time_period: str) -> str:
+    """A churn row's name for people: 'all eligible' for the overall row, else the cohort's month
+    ('2019-10' for the time_period '2019-10-01')."""
+    return "all eligible" if metric_level == OVERALL_LEVEL else str(time_period)[:7]
+
+
 def money(value: Any) -> Decimal | None:
     """An amount to the cent, as a Decimal. The marts hold exact decimals (DECIMAL / NUMERIC); a
     float (a DOUBLE column of marts built before exact money) is rounded once, through its

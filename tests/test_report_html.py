@@ -98,6 +98,9 @@ def test_numbers_on_the_page_equal_the_marts(built) -> None:
         churn = con.execute("select time_period, total_customers, churned_customers from marts.metrics_churn").fetchall()
         assert {(c["cohort"], c["customers"], c["churned"]) for c in [data["churn_overall"], *data["churn"]]} == set(churn)
         assert len(data["churn"]) >= 2  # cohorts to draw
+        # named as the text report names them: the overall row, then months ('2019-10', not '2019-10-01')
+        assert data["churn_overall"]["label"] == "all eligible"
+        assert all(c["label"] == c["cohort"][:7] and len(c["label"]) == 7 for c in data["churn"])
 
         for key, column in (("categories", "category_code"), ("brands", "brand")):
             top = con.execute(
@@ -115,6 +118,7 @@ def test_numbers_on_the_page_equal_the_marts(built) -> None:
     text = page.read_text()
     assert f'data-key="events">{h["events"]:,}<' in text and f'data-key="revenue">{Decimal(h["revenue"]):,.2f}<' in text
     assert "2020-Feb-late.csv" in text
+    assert "<td>all eligible</td>" in text and f'<td>{data["churn"][0]["label"]}</td>' in text
 
 
 def test_page_is_self_contained_small_and_accessible(built) -> None:

@@ -18,7 +18,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from estore_ops.errors import JobFailedError
-from estore_ops.reports import OVERALL_LEVEL
+from estore_ops.reports import OVERALL_LEVEL, cohort_label
 from estore_ops.reports import money as exact_money
 
 MARTS = "marts"
@@ -83,6 +83,7 @@ SQL: dict[str, str] = {
     "categories": _top_by_revenue("category_code"),
     "brands": _top_by_revenue("brand"),
 }
+
 
 def money(value: Any) -> Decimal:
     """An amount as an exact Decimal in cents; no amount (NULL) is 0.00 on the page."""
@@ -224,7 +225,7 @@ def read_marts(warehouse: Any) -> dict[str, Any]:
 
     overall, cohorts = None, []
     for r in rows["churn"]:
-        entry = {"cohort": str(r["time_period"]), "customers": int(r["total_customers"] or 0), "churned": int(r["churned_customers"] or 0),
+        entry = {"cohort": str(r["time_period"]), "label": cohort_label(r["metric_level"], r["time_period"]), "customers": int(r["total_customers"] or 0), "churned": int(r["churned_customers"] or 0),
                  "cohort_start": _day(r.get("cohort_start")), "cohort_end": _day(r.get("cohort_end"))}
         entry["churn_rate"] = ratio(entry["churned"], entry["customers"])
         if r["metric_level"] == OVERALL_LEVEL:
