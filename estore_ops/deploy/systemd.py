@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -196,6 +196,27 @@ class InstallResult:
     timers: list[str] = field(default_factory=list)
     ingest: str = "timer"  # timer: estore-ops-ingest.timer; events: estore-ops-watch.service
     services: list[str] = field(default_factory=list)  # long-running services enabled (the watch loop)
+    removed: list[Path] = field(default_factory=list)  # units an earlier version installed that this one has not
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "files": {str(k): v for k, v in self.files.items()},
+                "commands": [" ".join(c) for c in self.commands], "timers": self.timers,
+                "ingest": self.ingest, "services": self.services, "removed": [str(p) for p in self.removed]}
+
+
+def installed_units(unit_dir: Path) -> dict[str, str]:
+    """The estore-ops unit files in unit_dir (any version's): {file name: content}."""
+    found = {}
+    for path in sorted(Path(unit_dir).glob(f"{UNIT_PREFIX}*")):
+        if path.suffix not in (".service", ".timer") or not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "estore-ops" in text:  # written by `estore-ops systemd install`, not a look-alike
+            found[path.name] = text
+    return found
 
 
 def _directive(units: Mapping[str, str], key: str) -> list[str]:
@@ -254,12 +275,14 @@ def install(
     """Install rendered units and start their timers.
 
     In order: create the system user named by User= if it is missing (useradd --system), create the
-    ReadWritePaths= directories owned by it, write the unit files (0644, atomically), `systemctl
-    daemon-reload`, then the ingest mode: `ingest="timer"` disables and stops the watch service
-    and enables every timer; `ingest="events"` disables and stops the ingest timer, enables the other
-    timers and the watch service, and restarts it so it runs what was just installed. The other mode is
-    always switched off first, so the two never run together. Idempotent. With dry_run=True nothing is written and no command runs: the result lists
-    the files and the commands instead.
+    ReadWritePaths= directories owned by it, write the unit files (0644, atomically), stop and
+    remove the estore-ops units an earlier version installed that this one no longer has (`systemctl
+    disable --now` its timers), `systemctl daemon-reload`, then the ingest mode: `ingest="timer"`
+    disables and stops the watch service and enables every timer; `ingest="events"` disables and
+    stops the ingest timer, enables the other timers and the watch service, and restarts it so it
+    runs what was just installed. The other mode is always switched off first, so the two never run
+    together. Units of an earlier version are replaced in place. Idempotent. With dry_run=True
+    nothing is written and no command runs: the result lists the files and the commands instead.
     """
     if ingest not in INGEST_MODES:
         raise DeployError(f"--ingest must be one of {', '.join(INGEST_MODES)}, got {ingest!r}.")
@@ -298,7 +321,13 @@ def install(
         # units just installed (SIGTERM lets it finish the file in progress first).
         systemctl.append(["systemctl", "restart", *services])
 
-    result = InstallResult(dry_run, unit_dir, files, commands + systemctl, user, create_user, timers, ingest, services)
+    # Units an earlier version installed and this one no longer has: stopped and removed.
+    stale = [name for name in installed_units(unit_dir) if name not in units]
+    stale_timers = [name for name in stale if name.endswith(".timer")]
+    disable = [["systemctl", "disable", "--now", *stale_timers]] if stale_timers else []
+
+    result = InstallResult(dry_run, unit_dir, files, commands + disable + systemctl, user, create_user, timers, ingest,
+                           services, removed=[unit_dir / name for name in stale])
     if dry_run:
         return result
 
@@ -310,6 +339,13 @@ def install(
             _write_atomic(path, text)
     except OSError as exc:
         raise DeployError(f"Cannot write the unit files to {unit_dir}: {exc.strerror} (run as root).") from None
+    for cmd in disable:
+        _run(run, cmd)
+    try:
+        for path in result.removed:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise DeployError(f"Cannot remove the old unit files in {unit_dir}: {exc.strerror} (run as root).") from None
     for cmd in systemctl:
         _run(run, cmd)
     return result
@@ -342,6 +378,9 @@ class TimerStatus:
     def ok(self) -> bool:
         """False when the last run failed (a job that never ran counts as ok)."""
         return self.last_result in (None, "", "success") and self.active_state != "failed"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"ok": self.ok, "running": self.running}
 
 
 _USEC_UNSET = {0, 2**64 - 1}
