@@ -149,6 +149,14 @@
                "{{ estore_ops.brand_conflict_hook(5) }}"]) }}
 {%- endmacro %}
 
+{#- SQL: the products of `events` seen with more than one non-null brand (estore-analytics' rule). -#}
+{% macro brand_conflict_products_of(events) -%}
+    select product_id from {{ events }}
+    where brand is not null
+    group by product_id
+    having count(distinct brand) > 1
+{%- endmacro %}
+
 {% macro brand_conflict_hook(step) -%}
     {%- set schema = estore_ops.intermediate_schema() -%}
     {%- set conflicts = api.Relation.create(database=target.database, schema=schema, identifier='int_brand_conflicts') -%}
@@ -157,10 +165,7 @@
         create table if not exists {{ conflicts }} (product_id {{ dbt.type_string() }})
     {%- elif step == 2 -%}
         create or replace table {{ next }} as
-        select product_id from {{ this }}
-        where brand is not null
-        group by product_id
-        having count(distinct brand) > 1
+        {{ estore_ops.brand_conflict_products_of(this) }}
     {%- elif step == 3 -%}
         {#- One statement (one table modification on BigQuery): the conflict entries and
             int_events_deduped's done mark, both at the next batch number. -#}
