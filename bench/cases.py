@@ -133,9 +133,6 @@ con.close()
 print(len(order), "models")
 '''
 
-_LOADED = re.compile(r"(\d+) file\(s\) loaded, ([\d,]+) rows, (\d+) failed")
-
-
 @dataclass
 class Context:
     work: Path  # this run's scratch folder (deleted at the end unless --keep-work)
@@ -209,11 +206,14 @@ def _flags(landing: Path | str, state: Path, warehouse: Path) -> list[str]:
     return ["--landing", str(landing), "--state", str(state), "--warehouse", f"duckdb:///{warehouse}"]
 
 
-def _loaded(output: str) -> tuple[int, int, int]:
-    m = _LOADED.search(output)
-    if not m:
-        raise CommandFailed(f"no load summary in the output:\n{output[-2000:]}")
-    return int(m.group(1)), int(m.group(2).replace(",", "")), int(m.group(3))
+def _load(flags: list[str], run_dir: Path, env: dict[str, str]) -> tuple[Any, tuple[int, int, int]]:
+    """One `estore-ops load --json`: the run, and (files loaded, rows, files failed) read from its result."""
+    run = run_once(estore(*flags, "load", "-q", "--json"), run_dir, env, stdout_apart=True)
+    try:
+        result = json.loads(run.stdout)
+        return run, (int(result["files_loaded"]), int(result["rows"]), int(result["files_failed"]))
+    except (ValueError, KeyError, TypeError):
+        raise CommandFailed(f"no JSON load result on stdout:\n{run.stdout[-2000:]}\n{run.output[-2000:]}") from None
 
 
 def _check(name: str, value: float | None, target: float | None, unit: str = "x", op: str = "<=",
@@ -233,8 +233,7 @@ def _run_load(landing: Path, run_dir: Path, rows: int, files: int, **env: str) -
     """One `estore-ops load` into a fresh state and warehouse; every file and row must load."""
     state, wh, work = _load_paths(run_dir)
     _rm(state, wh, work)
-    run = run_once(estore(*_flags(landing, state, wh), "load", "-q"), run_dir, _estore_env(work, **env))
-    n_files, n_rows, failed = _loaded(run.output)
+    run, (n_files, n_rows, failed) = _load(_flags(landing, state, wh), run_dir, _estore_env(work, **env))
     if failed or n_rows != rows or n_files != files:
         raise CommandFailed(f"expected {files} files / {rows} rows, got {n_files} / {n_rows} ({failed} failed)")
     return run
@@ -592,9 +591,9 @@ def case_transform(ctx: Context) -> dict[str, Any]:
         run_once(helper("day", str(day), "--rows", str(day_rows), "--users", str(max(5_000, rows // 10))), run_dir, helper_env())
         _copy(snap_loaded, wh)
         os.link(day, landing / day.name)
-        loaded = run_once(estore(*flags, "load", "-q"), run_dir, env)
-        if _loaded(loaded.output)[1] != day_rows:
-            raise CommandFailed(f"the 1-day append did not load {day_rows} rows:\n{loaded.output[-1500:]}")
+        loaded, (_, loaded_rows, _) = _load(flags, run_dir, env)
+        if loaded_rows != day_rows:
+            raise CommandFailed(f"the 1-day append did not load {day_rows} rows:\n{loaded.stdout[-1500:]}")
         shutil.copyfile(wh, snap_day)
         incr = Series(f"transform --no-test after a 1-day append ({day_rows:,} rows), {tag}", "subject",
                       extra={"rows": rows, "appended_rows": day_rows})

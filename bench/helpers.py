@@ -94,10 +94,9 @@ def cmd_state(a: argparse.Namespace) -> dict:
 
     Records are made with IngestState.record_success from the files' real generations and the
     identity the loader records (inode, ctime, fingerprint; "racy" for a file written within 2 s of
-    the listing), so the next scan finds them settled exactly as after a real load; then folded
-    exactly like ingest.load_files does; with --settled the files are treated as older than the
-    settle margin (as in production, where files arrive over months), so the loader's compaction
-    to KEEP_RECORDS applies.
+    the listing), so the next scan finds them settled exactly as after a real load. With --settled
+    the records beyond the newest KEEP_RECORDS are then folded, as `pipeline.load_files` does after
+    every load; without it every record stays whole (what the loader leaves below KEEP_RECORDS files).
     """
     from estore_ops.ingest import pipeline as ingest
     from estore_ops.ingest.state import IngestState, StateStore

@@ -30,8 +30,9 @@ class Run:
     wall_s: float
     rss_mb: float
     returncode: int
-    output: str = ""  # the last 64 KiB of stdout+stderr
+    output: str = ""  # the last 64 KiB of stdout+stderr (of stderr alone with run_once(stdout_apart=True))
     log: Path | None = None
+    stdout: str = ""  # the whole stdout, with run_once(stdout_apart=True): a `--json` document to parse
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -46,14 +47,16 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 # Linux folds the RSS high-water mark of the process that spawns a child into that child's
 # ru_maxrss (vfork/fork + exec), so a child started by the harness directly could never report
 # less than the harness's own peak. The launcher spawns the command, times it and reads its
-# rusage with os.wait4, and writes "wall maxrss_kb exitcode" to a result file.
+# rusage with os.wait4, and writes "wall maxrss_kb exitcode" to a result file. stdout goes to the
+# log with stderr, or to a file of its own when one is named (a `--json` document, kept whole).
 _LAUNCHER = r"""
 import os, sys, time
-res, log, cwd, argv = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+res, log, out, cwd, argv = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+ofd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if out else fd
 nul = os.open(os.devnull, os.O_RDONLY)
 os.chdir(cwd)
-acts = [(os.POSIX_SPAWN_DUP2, nul, 0), (os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_DUP2, fd, 2)]
+acts = [(os.POSIX_SPAWN_DUP2, nul, 0), (os.POSIX_SPAWN_DUP2, ofd, 1), (os.POSIX_SPAWN_DUP2, fd, 2)]
 t = time.perf_counter()
 pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=acts)
 _, status, ru = os.wait4(pid, 0)
@@ -65,21 +68,25 @@ _TAIL = 64 * 1024
 
 
 def run_once(argv: list[str], cwd: Path, env: dict[str, str] | None = None, log: Path | None = None,
-             check: bool = True) -> Run:
-    """Run argv as a fresh process; wall time (s) and max RSS (MiB) of exactly that process."""
+             check: bool = True, stdout_apart: bool = False) -> Run:
+    """Run argv as a fresh process; wall time (s) and max RSS (MiB) of exactly that process.
+    `stdout_apart`: keep stdout out of the log and return it whole in `Run.stdout`."""
     cwd.mkdir(parents=True, exist_ok=True)
     log = log or (cwd / ".bench-last.log")
+    out = cwd / ".bench-last.stdout" if stdout_apart else None
     res = cwd / ".bench-last.result"
     res.unlink(missing_ok=True)
-    launcher = subprocess.run([str(PYTHON), "-S", "-I", "-c", _LAUNCHER, str(res), str(log), str(cwd), *map(str, argv)],
+    launcher = subprocess.run([str(PYTHON), "-S", "-I", "-c", _LAUNCHER, str(res), str(log), str(out or ""), str(cwd),
+                               *map(str, argv)],
                               env=env or child_env(), stdin=subprocess.DEVNULL)
     if launcher.returncode != 0 or not res.exists():
         raise CommandFailed(f"{' '.join(map(str, argv))}: the launcher exited {launcher.returncode}")
     wall, rss_kb, code = res.read_text().split()
     text = tail(log)
+    stdout = out.read_text(errors="replace") if out else ""
     if check and int(code) != 0:
-        raise CommandFailed(f"{' '.join(map(str, argv))} exited {code} in {cwd}:\n{text[-4000:]}")
-    return Run(float(wall), int(rss_kb) / 1024.0, int(code), text, log)
+        raise CommandFailed(f"{' '.join(map(str, argv))} exited {code} in {cwd}:\n{(stdout[-2000:] + text)[-4000:]}")
+    return Run(float(wall), int(rss_kb) / 1024.0, int(code), text, log, stdout)
 
 
 def tail(path: Path, size: int = _TAIL) -> str:

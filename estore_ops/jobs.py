@@ -19,15 +19,15 @@ from estore_ops.ops import health
 from estore_ops.ingest import pipeline as ingest
 from estore_ops.ops.history import RunRecord
 from estore_ops.errors import ConfigError, CorruptStateError, EstoreError, LockLostError, StoppedError
-from estore_ops.ingest.pipeline import LoadResult, PendingFile, ScanResult
+from estore_ops.ingest.pipeline import LoadRequest, LoadResult, PendingFile, ScanResult
 from estore_ops.runtime import Runtime
 from estore_ops.ingest.state import Snapshot
-from estore_ops.backends.stores.base import ObjectInfo
 from estore_ops.ops.tracking import run_lock, tracked_job
 from estore_ops.backends.warehouses.base import FileOutcome
 
 if TYPE_CHECKING:
     from estore_ops.analytics.html_report import HtmlReport
+    from estore_ops.backends.stores.base import ObjectInfo
     from estore_ops.deploy.systemd import InstallResult, TimerStatus
     from estore_ops.ops.doctor import Check
     from estore_ops.ops.lock import LockInfo
@@ -97,15 +97,10 @@ def scan(rt: Runtime, prefix: str = "") -> ScanReport:
 
 def _load(
     rt: Runtime,
-    files: Sequence[str] = (),
-    prefix: str = "",
-    force: bool = False,
-    dry_run: bool = False,
+    request: LoadRequest = LoadRequest(),
     on_start: Callable[[list[PendingFile]], None] | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    skip_missing: bool = False,
-    accept: Callable[[ObjectInfo], bool] | None = None,
 ) -> LoadResult:
     def stop() -> bool:
         return bool(rt.lock is not None and rt.lock.lost.is_set()) or bool(should_stop and should_stop())
@@ -116,9 +111,8 @@ def _load(
     try:
         result = ingest.load_files(
             run_id=rt.run_id, landing=rt.landing, state_store=rt.state, warehouse=warehouse,
-            max_attempts=rt.settings.max_attempts, files=files, prefix=prefix, force=force,
-            dry_run=dry_run, on_start=on_start, on_file=on_file, should_stop=stop,
-            checkpoint_seconds=rt.settings.state_checkpoint_seconds, skip_missing=skip_missing, accept=accept,
+            max_attempts=rt.settings.max_attempts, request=request, on_start=on_start, on_file=on_file,
+            should_stop=stop, checkpoint_seconds=rt.settings.state_checkpoint_seconds,
         )
     finally:
         warehouse.close()
@@ -139,19 +133,17 @@ def _record_load(record: RunRecord, result: LoadResult) -> None:
 
 def load(
     rt: Runtime,
-    files: Sequence[str] = (),
-    prefix: str = "",
-    force: bool = False,
-    dry_run: bool = False,
+    request: LoadRequest = LoadRequest(),
     on_start: Callable[[list[PendingFile]], None] | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
 ) -> LoadResult:
-    if files:
-        ingest.check_requested_files(rt.landing, files)
-    if dry_run:
-        return _load(rt, files, prefix, force, dry_run, on_start, on_file)
+    """`estore-ops load`: every pending file, or what `request` names (a dry run is not recorded)."""
+    if request.files:
+        ingest.check_requested_files(rt.landing, request.files)
+    if request.dry_run:
+        return _load(rt, request, on_start, on_file)
     with tracked_job(rt, "load") as record:
-        result = _load(rt, files, prefix, force, dry_run, on_start, on_file)
+        result = _load(rt, request, on_start, on_file)
         _record_load(record, result)
         return result
 
@@ -247,7 +239,7 @@ def _machine_fault(rt: Runtime, result: DbtRunResult) -> None:
     messages = [n.message or "" for n in result.failed_nodes] or [result.error or ""]
     faults = [environment.from_warehouse_message(m, duckdb_path(rt.settings.warehouse)) for m in messages]
     if faults and all(faults):
-        raise faults[0]  # type: ignore[misc]
+        raise faults[0]  # type: ignore[misc]  # all() above does not narrow the Optional for mypy
 
 
 def _build(
@@ -365,16 +357,12 @@ def ingest_tick(rt: Runtime, should_stop: Callable[[], bool] | None = None) -> T
         return result
 
 
-def ingest_arrivals(
-    rt: Runtime,
-    files: Sequence[str] = (),
-    accept: Callable[[ObjectInfo], bool] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> LoadResult:
-    """One batch of `watch --events`: load the files named (or, with none, every pending file
-    that `accept` takes: the catch-up scan), as a tracked `watch` job under the run lock."""
+def ingest_arrivals(rt: Runtime, request: LoadRequest, should_stop: Callable[[], bool] | None = None) -> LoadResult:
+    """One batch of `watch --events`: load the files the request names (or, with none, every
+    pending file that its `accept` takes: the catch-up scan), as a tracked `watch` job under the
+    run lock."""
     with tracked_job(rt, "watch") as record:
-        result = _load(rt, files=files, should_stop=should_stop, skip_missing=True, accept=accept)
+        result = _load(rt, request, should_stop=should_stop)
         _record_load(record, result)
         return result
 

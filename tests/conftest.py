@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Workspace
+from tests.helpers import Workspace, clean_env
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No ESTORE_* or Slack variable of the developer's shell leaks into a test."""
+    kept = clean_env()
     for name in list(os.environ):
-        if name.startswith("ESTORE_") and name != "ESTORE_TOOLS_DIR" or name.startswith("SLACK_"):
+        if name not in kept:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DO_NOT_TRACK", "1")
 

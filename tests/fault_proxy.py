@@ -247,7 +247,7 @@ class FaultProxy:
             seen.answered, seen.status = f"error {rule.status}", rule.status
             return self._reply(handler, rule.status, rule.body)
         if rule is not None and rule.action == "answer":
-            status, answer = rule.answer(seen)  # type: ignore[misc]
+            status, answer = rule.answer(seen)  # type: ignore[misc]  # set for action "answer"
             seen.answered, seen.status = "answered", status
             return self._reply(handler, status, answer)
         job_id = self._job_insert_id(seen)
@@ -279,7 +279,7 @@ class FaultProxy:
                 upstream_body = json.loads(data) if data else None
             except ValueError:
                 upstream_body = None
-            status, new_body = rule.rewrite(seen, status, upstream_body)  # type: ignore[misc]
+            status, new_body = rule.rewrite(seen, status, upstream_body)  # type: ignore[misc]  # set for action "rewrite"
             seen.answered, seen.status = "rewritten", status
             return self._reply(handler, status, new_body)
         seen.status = status

@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,7 +321,7 @@ def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSub
         server.stop()
 
 
-def start_fake_gcs(root: Path, log: Path, extra: list[str] = (), env: dict[str, str] | None = None) -> FakeGCS:  # type: ignore[assignment]
+def start_fake_gcs(root: Path, log: Path, extra: Sequence[str] = (), env: dict[str, str] | None = None) -> FakeGCS:
     """Another fake-gcs-server on `root` (e.g. one that publishes notifications: `-event.*` flags)."""
     binary = _tool("fake-gcs-server")
     server, port = _start(

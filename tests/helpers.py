@@ -6,7 +6,7 @@ import gzip
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,19 @@ HEADER = "event_time,event_type,product_id,category_id,category_code,brand,price
 REPO = Path(__file__).resolve().parent.parent
 
 
+def clean_env(*overrides: Mapping[str, str], **extra: str) -> dict[str, str]:
+    """This process's environment without the developer's ESTORE_* and SLACK_* variables (the tools
+    folder stays: only test helpers read it), with DO_NOT_TRACK set, then `overrides` and `extra` on top.
+    The autouse fixture in conftest.py scrubs os.environ with it; subprocess callers pass it as `env`."""
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith(("ESTORE_", "SLACK_")) and k != "ESTORE_TOOLS_DIR")}
+    env["DO_NOT_TRACK"] = "1"
+    for more in overrides:
+        env.update(more)
+    env.update(extra)
+    return env
+
+
 def event_lines(n: int, start: int = 0, day: int = 1) -> list[str]:
     """n valid event lines, distinct per (start, i)."""
     out = []
@@ -31,11 +44,16 @@ def event_lines(n: int, start: int = 0, day: int = 1) -> list[str]:
     return out
 
 
-def write_csv(path: Path, lines: Sequence[str], header: str = HEADER, gz: bool = False, newline: str = "\n") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def csv_bytes(lines: Sequence[str], header: str = HEADER, gz: bool = False, newline: str = "\n") -> bytes:
+    """An event file's bytes: the header, then one line per row, each ended by `newline`; gzipped if `gz`."""
     data = (newline.join([header, *lines]) + newline).encode()
-    if gz or path.name.endswith(".gz"):
-        data = gzip.compress(data, mtime=0)
+    return gzip.compress(data, mtime=0) if gz else data
+
+
+def write_csv(path: Path, lines: Sequence[str], header: str = HEADER, gz: bool = False, newline: str = "\n") -> Path:
+    """Write `csv_bytes` to `path` (gzipped if asked or if the name ends in .gz), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = csv_bytes(lines, header, gz or path.name.endswith(".gz"), newline)
     tmp = path.with_name("." + path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)  # atomic arrival, like a real upload

@@ -84,7 +84,7 @@ def _tokens(text: str) -> list[tuple[str, Any]]:
             out.append(("str", parts))
             continue
         if kind != "ws":
-            out.append((kind, m.group()))  # type: ignore[arg-type]
+            out.append((kind, m.group()))  # type: ignore[arg-type]  # a str where string tokens hold parts
         i = m.end()
     return out
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.corpus import make_corpus
-from tests.helpers import Workspace, event_lines
+from tests.helpers import Workspace, clean_env, event_lines
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 AGAIN = "upload"  # every failure message says to upload the fixed file again (or what else to do)
@@ -94,7 +94,7 @@ GOOD = "control.csv"  # a plain good file loaded in the same run: bad neighbours
 
 
 def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("ESTORE_", "SLACK_"))} | {"DO_NOT_TRACK": "1"}
+    return clean_env()
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +281,44 @@ def test_file_deleted_before_its_batch_is_read_fails_alone(ws: Workspace, monkey
     assert "b.csv disappeared from the landing area while it was loading" in files["b.csv"]["error"]
     assert files["a.csv"]["batch_files"] == files["c.csv"]["batch_files"] == 1  # loaded alone after the fallback
     assert ws.rows_by_file() == {"a.csv": 4, "c.csv": 6}
+
+
+def _load_alone(tmp_path: Path, name: str, lines: list[str]) -> tuple[Any, list[tuple[Any, ...]]]:
+    """Load one file through the DuckDB warehouse; its outcome and the temporary tables left behind."""
+    from estore_ops.backends.stores.local import LocalFolderStore
+    from estore_ops.backends.warehouses.base import LoadItem
+    from estore_ops.backends.warehouses.duckdb import DuckDBWarehouse
+    from estore_ops.ingest.header import check_header
+    from tests.helpers import write_csv
+
+    write_csv(tmp_path / "landing" / name, lines)
+    store = LocalFolderStore(tmp_path / "landing")
+    info = store.stat(name)
+    warehouse = DuckDBWarehouse(f"duckdb:///{tmp_path}/w.duckdb")
+    try:
+        [outcome] = warehouse.load([LoadItem(info, check_header(store, info).columns)], store)
+        temp = warehouse.con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()
+        assert warehouse.rows_by_file() == {}  # nothing of the file was kept
+    finally:
+        warehouse.close()
+    return outcome, temp
+
+
+def test_a_reader_error_names_the_first_bad_line_of_a_large_file(tmp_path: Path) -> None:
+    """The line comes from DuckDB's rejects table (the failed file read again, in parallel): the
+    earliest refused line, and a line with a field too many is named as such, not as the cast its
+    shifted values fail."""
+    lines = event_lines(200_000)
+    for i in (190_000, 150_000, 20_000):
+        lines[i] = lines[i].replace(",view,", ",view,,", 1)  # one field too many
+    outcome, temp = _load_alone(tmp_path, "big.csv", lines)
+    assert not outcome.ok
+    assert outcome.error.startswith("big.csv, line 20002: the line has 10 fields, 9 expected"), outcome.error
+    assert temp == []  # the rejects tables are dropped after the read
+
+
+def test_a_comma_inside_quotes_is_not_counted_as_a_field(tmp_path: Path) -> None:
+    lines = event_lines(3)
+    lines[1] = lines[1].replace(",samsung,", ',"samsung, inc",', 1).replace(",view,", ",view,,", 1)
+    outcome, _ = _load_alone(tmp_path, "quoted.csv", lines)
+    assert outcome.error.startswith("quoted.csv, line 3: the line has 10 fields, 9 expected"), outcome.error

@@ -27,7 +27,7 @@ def _commands(group: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-COMMANDS = _commands(typer.main.get_command(app))  # type: ignore[arg-type]
+COMMANDS = _commands(typer.main.get_command(app))
 
 
 def test_there_are_commands() -> None:

@@ -27,12 +27,12 @@ STORES = ["local", pytest.param("gcs", marks=pytest.mark.gcp)]
 def store(request: pytest.FixtureRequest, tmp_path) -> ObjectStore:
     if request.param == "local":
         store: ObjectStore = LocalFolderStore(tmp_path / "bucket")
-        store.twin = lambda: LocalFolderStore(tmp_path / "bucket")  # type: ignore[attr-defined]
+        store.twin = lambda: LocalFolderStore(tmp_path / "bucket")  # type: ignore[attr-defined]  # a test-only attribute
         return store
     emu = request.getfixturevalue("fake_gcs")
     url = f"gs://{request.getfixturevalue('gcs_bucket')}/root/prefix"
     store = emu.store(url)
-    store.twin = lambda: emu.store(url)  # another client, like another process  # type: ignore[attr-defined]
+    store.twin = lambda: emu.store(url)  # type: ignore[attr-defined]  # another client, like another process
     return store
 
 
@@ -49,7 +49,7 @@ def test_list_under_prefix_with_paging(store: ObjectStore) -> None:
     calls = []
     if kind(store) == "gcs":
         real = store.client.list_blobs
-        store.client.list_blobs = mock.Mock(side_effect=lambda *a, **k: calls.append(k) or real(*a, **k))  # type: ignore[method-assign]
+        store.client.list_blobs = mock.Mock(side_effect=lambda *a, **k: calls.append(k) or real(*a, **k))  # type: ignore[attr-defined, func-returns-value]  # GCS only; a spy
     listed = [o.name for o in store.list("in/", page_size=2)]
     assert sorted(listed) == sorted(inside)  # relative to the store root, hidden names left out
     if kind(store) == "gcs":
@@ -190,7 +190,7 @@ def test_concurrent_state_updates_lose_nothing(store: ObjectStore) -> None:
 
     def worker(key: str) -> None:
         # Each thread has its own store object (own client/connection), like two processes.
-        state = StateStore(store.twin())  # type: ignore[attr-defined]
+        state = StateStore(store.twin())  # type: ignore[attr-defined]  # set by the fixture
         try:
             for _ in range(per_thread):
                 state.update(bump(key), attempts=200)

@@ -6,7 +6,6 @@ fake-gcs-server stored). See the docstring of estore_ops.backends.warehouses.bas
 from __future__ import annotations
 
 import dataclasses
-import gzip
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -19,7 +18,7 @@ from estore_ops.backends.stores.local import LocalFolderStore
 from estore_ops.backends.warehouses.base import FileOutcome, LoadItem, Warehouse
 from estore_ops.backends.warehouses.duckdb import DuckDBWarehouse
 from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs, gcs_bucket  # noqa: F401 - fixtures
-from tests.helpers import HEADER, event_lines
+from tests.helpers import HEADER, csv_bytes, event_lines
 
 BIG_CATEGORY = 2053013552326770905
 
@@ -32,10 +31,7 @@ class Rig:
     kind: str
 
     def put(self, name: str, lines: Sequence[str], header: str = HEADER) -> None:
-        data = ("\n".join([header, *lines]) + "\n").encode()
-        if name.endswith(".gz"):
-            data = gzip.compress(data, mtime=0)
-        self.store.write(name, data)
+        self.store.write(name, csv_bytes(lines, header, gz=name.endswith(".gz")))
 
     def item(self, name: str, header: Sequence[str] = schema.SOURCE_COLUMN_NAMES) -> LoadItem:
         return LoadItem(self.store.stat(name), tuple(header))

@@ -142,7 +142,7 @@ def test_lock_break_only_deletes_the_lock_the_operator_saw(tmp_path: Path) -> No
     assert seen is not None
     store.write("run.lock", b'{"owner": "b", "command": "load", "host": "h", "pid": 2, "started_at": "x", "expires_at": "2999-01-01T00:00:00+00:00"}')
     assert break_lock(store, expected_generation=seen[1]) is None  # it changed hands meanwhile
-    assert read_lock(store)[0].owner == "b"  # type: ignore[index]
+    assert read_lock(store)[0].owner == "b"  # type: ignore[index]  # a lock is held here, not None
 
 
 def test_a_file_that_kills_the_process_every_time_is_quarantined_and_the_rest_load(ws: Workspace) -> None:

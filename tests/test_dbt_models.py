@@ -45,7 +45,6 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from estore_ops.schema import SOURCE_COLUMN_NAMES
 from estore_ops.backends.stores.local import LocalFolderStore
 from estore_ops.analytics.transform import (
     DbtRunResult,
@@ -55,25 +54,24 @@ from estore_ops.analytics.transform import (
     write_profile,
 )
 from estore_ops.backends.warehouses.duckdb import DuckDBWarehouse
-from tests.helpers import load_into_duckdb
+from tests.helpers import csv_bytes, load_into_duckdb
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dbt"
 PROJECT = default_project_dir()
 MARTS = ["fct_events", "fct_sessions", "dim_users", "dim_categories", "dim_products", "dim_user_rfm", "metrics_churn"]
 MODELS = {"stg_events", "int_change_log", "int_events_deduped", "int_product_facts", *MARTS}
-HEADER = ",".join(SOURCE_COLUMN_NAMES)
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def _outlier_csv() -> str:
+def _outlier_csv() -> bytes:
     """User 405: 201 views one minute apart in one session; user 406: 200 (the ratio limit)."""
-    lines = [HEADER]
+    lines = []
     for user, day, count in ((405, date(2020, 1, 5), 201), (406, date(2020, 1, 6), 200)):
         start = datetime(day.year, day.month, day.day)
         for i in range(count):
             t = (start + timedelta(minutes=i)).strftime("%Y-%m-%d %H:%M:%S")
             lines.append(f"{t} UTC,view,1003,2003,computers.peripherals.mouse.wireless,logitech,25.0,{user},s{user}a")
-    return "\n".join(lines) + "\n"
+    return csv_bytes(lines)
 
 
 def _query(db: Path, sql: str) -> list[tuple]:
@@ -122,7 +120,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> dict:
     landing.mkdir()
     shutil.copy(FIXTURES / "events_load1.csv", landing / "events_load1.csv")
     shutil.copy(FIXTURES / "events_load1_reload.csv", landing / "events_reload.csv")
-    (landing / "events_outliers.csv").write_text(_outlier_csv())
+    (landing / "events_outliers.csv").write_bytes(_outlier_csv())
     target = DuckDBWarehouse(f"duckdb:///{db}").dbt_target(None)
 
     def dbt(command: str, **kw) -> DbtRunResult:
@@ -396,10 +394,10 @@ def shared_session_reload(root: Path, project: Path = PROJECT) -> tuple[dict, di
     landing, db = root / "landing", root / "warehouse.duckdb"
     landing.mkdir(parents=True)
     row = "2020-03-0{day} {time} UTC,view,1001,2001,electronics.smartphone,samsung,10.00,{user},{session}"
-    (landing / "a.csv").write_text("\n".join([HEADER, row.format(day=2, time="10:00:00", user=701, session="shared"),
-                                               row.format(day=3, time="09:00:00", user=701, session="own701")]) + "\n")
-    (landing / "b.csv").write_text("\n".join([HEADER, row.format(day=2, time="10:05:00", user=702, session="shared"),
-                                               row.format(day=2, time="10:10:00", user=702, session="shared")]) + "\n")
+    (landing / "a.csv").write_bytes(csv_bytes([row.format(day=2, time="10:00:00", user=701, session="shared"),
+                                               row.format(day=3, time="09:00:00", user=701, session="own701")]))
+    (landing / "b.csv").write_bytes(csv_bytes([row.format(day=2, time="10:05:00", user=702, session="shared"),
+                                               row.format(day=2, time="10:10:00", user=702, session="shared")]))
     target = {"type": "duckdb", "path": str(db), "threads": 2, "schema": "main"}
 
     def users() -> dict:
@@ -409,7 +407,7 @@ def shared_session_reload(root: Path, project: Path = PROJECT) -> tuple[dict, di
     load_into_duckdb(db, landing, ["a.csv", "b.csv"])
     _ok(run_dbt(project_dir=project, target=target, work_dir=root / "work", command="build", no_test=True, quiet=True))
     before = users()
-    (landing / "a.csv").write_text("\n".join([HEADER, row.format(day=3, time="09:00:00", user=701, session="own701")]) + "\n")
+    (landing / "a.csv").write_bytes(csv_bytes([row.format(day=3, time="09:00:00", user=701, session="own701")]))
     load_into_duckdb(db, landing, ["a.csv"])
     _ok(run_dbt(project_dir=project, target=target, work_dir=root / "work", command="build", no_test=True, quiet=True))
     incremental = users()

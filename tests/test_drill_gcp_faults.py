@@ -20,7 +20,7 @@ import pytest
 from estore_ops.backends import retry
 from tests import fault_proxy as fp
 from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs, gcs_bucket  # noqa: F401 - fixtures
-from tests.helpers import HEADER, Workspace, event_lines
+from tests.helpers import Workspace, csv_bytes, event_lines
 
 pytestmark = pytest.mark.gcp
 
@@ -57,7 +57,7 @@ def drill(ws: Workspace, proxied: Any, rounds: int, share: float, lost: float, s
         for k in range(2):
             name = f"r{rnd:03d}-{k}.csv"
             lines = event_lines(15 + rnd % 5 + k, start=(rnd * 2 + k) * 1000, day=1 + (rnd + k) % 3)
-            landing.write(name, ("\n".join([HEADER, *lines]) + "\n").encode())
+            landing.write(name, csv_bytes(lines))
             rows = [ln.split(",") for ln in lines]
             expected[name] = (len(rows), sum(int(r[2]) for r in rows), round(sum(float(r[6]) for r in rows), 2))
         gcs.random = fp.RandomFaults(share, GCS_ERRORS, lost, seed=seed + rnd)

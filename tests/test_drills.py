@@ -21,7 +21,6 @@ processes that did not get the lock exit with 75 within a second of the lock bei
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import random
@@ -40,7 +39,7 @@ import pytest
 from estore_ops.errors import ExitCode
 from estore_ops.ingest.state import IngestState
 from tests.corpus import make_corpus
-from tests.helpers import HEADER, event_lines, fault_env
+from tests.helpers import clean_env, csv_bytes, event_lines, fault_env
 from tests.slack_server import slack  # noqa: F401 - fixture
 
 Checksum = tuple[int, int, int, float]  # rows, sum(product_id), sum(user_id), sum(price)
@@ -49,11 +48,6 @@ Checksum = tuple[int, int, int, float]  # rows, sum(product_id), sum(user_id), s
 def checksum(lines: list[str]) -> Checksum:
     rows = [ln.split(",") for ln in lines]
     return (len(rows), sum(int(r[2]) for r in rows), sum(int(r[7]) for r in rows), round(sum(float(r[6]) for r in rows), 2))
-
-
-def csv_bytes(lines: list[str], gz: bool = False) -> bytes:
-    data = ("\n".join([HEADER, *lines]) + "\n").encode()
-    return gzip.compress(data, mtime=0) if gz else data
 
 
 # -- results table -------------------------------------------------------------------------------
@@ -92,8 +86,7 @@ def _print_summary() -> Iterator[None]:
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("ESTORE_", "SLACK_"))}
-    return {**base, "DO_NOT_TRACK": "1", **extra}
+    return clean_env(extra)
 
 
 def _spawn(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:

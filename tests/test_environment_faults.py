@@ -11,7 +11,6 @@ really full, a read-only mount, a real DuckDB memory limit, a second process hol
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -21,16 +20,15 @@ import pytest
 
 from estore_ops.errors import ExitCode
 from tests.disk import CappedDisk, read_only_mount, small_disk  # noqa: F401 - fixture
-from tests.helpers import Workspace, event_lines
+from tests.helpers import Workspace, clean_env, event_lines
 from tests.slack_server import FakeSlack, slack  # noqa: F401 - fixture
 
 NOT_BLAMED = "No file was blamed"
 
 
 def _run(ws: Workspace, env: dict[str, str], *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ESTORE_", "SLACK_"))}
-    return subprocess.run([sys.executable, "-m", "estore_ops", *args], cwd=ws.root, env={**clean, **env},
-                          capture_output=True, text=True, timeout=180, **kwargs)  # type: ignore[call-overload]
+    return subprocess.run([sys.executable, "-m", "estore_ops", *args], cwd=ws.root, env=clean_env(env),
+                          capture_output=True, text=True, timeout=180, **kwargs)  # type: ignore[call-overload]  # **kwargs hides which overload
 
 
 def _records(ws: Workspace) -> dict[str, dict[str, object]]:
@@ -118,7 +116,7 @@ def test_a_read_only_data_folder_is_the_machine_not_the_file(ws: Workspace, plac
             assert str(folder) in result.stderr and NOT_BLAMED in result.stderr, result.stderr
             assert "unexpected" not in result.stderr
     finally:
-        undo()  # type: ignore[operator]
+        undo()  # type: ignore[operator]  # set before the try
     assert all(r["status"] == "loaded" for r in _records(ws).values())  # nothing failed, only committed files
     done = _run(ws, env, "load")
     assert done.returncode == 0, done.stderr

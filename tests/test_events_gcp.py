@@ -35,17 +35,13 @@ from tests.gcp_emulators import (  # noqa: F401 - fixtures
     start_fake_gcs,
     start_pubsub_emulator,
 )
-from tests.helpers import HEADER, Workspace, event_lines
+from tests.helpers import Workspace, csv_bytes, event_lines
 from tests.slack_server import FakeSlack, slack  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.gcp
 
 TOPIC = "gcs-events"
 FAST = {"ESTORE_GATHER_WINDOW": "0.3", "ESTORE_TRANSFORM_QUIET_PERIOD": "3600", "ESTORE_TRANSFORM_MIN_INTERVAL": "3600"}
-
-
-def _csv(lines: list[str]) -> bytes:
-    return ("\n".join([HEADER, *lines]) + "\n").encode()
 
 
 @dataclass
@@ -142,10 +138,10 @@ def test_a_burst_of_uploads_loads_in_a_few_batches_and_every_message_is_acknowle
     try:
         # Not for loading: another extension, a hidden (temporary) name, an object outside landing/.
         cloud.upload("notes.txt", b"not events")
-        cloud.upload(".upload-in-progress.csv", _csv(event_lines(2)))
-        cloud.client.bucket(cloud.bucket).blob("elsewhere/x.csv").upload_from_string(_csv(event_lines(2)))
+        cloud.upload(".upload-in-progress.csv", csv_bytes(event_lines(2)))
+        cloud.client.bucket(cloud.bucket).blob("elsewhere/x.csv").upload_from_string(csv_bytes(event_lines(2)))
         for name, rows in expected.items():
-            cloud.upload(name, _csv(event_lines(rows, start=len(name) * 1000 + rows)))
+            cloud.upload(name, csv_bytes(event_lines(rows, start=len(name) * 1000 + rows)))
         loop.wait(lambda: set(loop.loaded()) == set(expected), 240, f"{count} uploads loaded")
         loop.wait(lambda: not loop.of("batch") or len(cloud.recorded()) == count, 30, "recorded")
     finally:
@@ -166,7 +162,7 @@ def test_a_burst_on_the_bigquery_emulator(cloud: Cloud, bq_emulator, bq_dataset)
     expected = {f"bq-{i}.csv": 2 + i for i in range(6)}
     try:
         for name, rows in expected.items():
-            cloud.upload(name, _csv(event_lines(rows, start=rows * 100)))
+            cloud.upload(name, csv_bytes(event_lines(rows, start=rows * 100)))
         loop.wait(lambda: set(loop.loaded()) == set(expected), 240, "uploads loaded into BigQuery")
     finally:
         assert loop.terminate() == 0, loop.log()
@@ -192,7 +188,7 @@ class _SlowReader(io.BytesIO):
 def test_an_upload_written_slowly_is_loaded_once_complete(cloud: Cloud) -> None:
     loop = cloud.start()
     lines = event_lines(30_000)
-    data = _csv(lines)
+    data = csv_bytes(lines)
     try:
         blob = cloud.client.bucket(cloud.bucket).blob("landing/slow.csv", chunk_size=256 * 1024)
         started = time.monotonic()
@@ -212,9 +208,9 @@ def test_an_upload_written_slowly_is_loaded_once_complete(cloud: Cloud) -> None:
 def test_a_dropped_notification_is_loaded_by_the_catch_up_scan(cloud: Cloud) -> None:
     loop = cloud.start(ESTORE_CATCHUP_INTERVAL="3")
     try:
-        cloud.upload("seen.csv", _csv(event_lines(4)))
+        cloud.upload("seen.csv", csv_bytes(event_lines(4)))
         landed = time.monotonic()
-        cloud.upload("lost.csv", _csv(event_lines(6, start=40)), via=cloud.n.quiet)  # no notification is published
+        cloud.upload("lost.csv", csv_bytes(event_lines(6, start=40)), via=cloud.n.quiet)  # no notification is published
         loop.wait(lambda: {"seen.csv", "lost.csv"} <= set(loop.loaded()), 120, "both files loaded")
         late = time.monotonic() - landed
     finally:
@@ -229,9 +225,9 @@ def test_duplicate_and_out_of_order_notifications_change_nothing(cloud: Cloud) -
     loop = cloud.start()
     publisher = cloud.n.pubsub.publisher()
     try:
-        g1 = cloud.upload("a.csv", _csv(event_lines(8)))
+        g1 = cloud.upload("a.csv", csv_bytes(event_lines(8)))
         loop.wait(lambda: cloud.recorded().get("a.csv", {}).get("generation") == g1, 60, "a.csv v1 loaded")
-        g2 = cloud.upload("a.csv", _csv(event_lines(3, start=900)))
+        g2 = cloud.upload("a.csv", csv_bytes(event_lines(3, start=900)))
         loop.wait(lambda: cloud.recorded().get("a.csv", {}).get("generation") == g2, 60, "a.csv v2 loaded")
         captured = {int(m.attributes["objectGeneration"]): m for m in cloud.tapped() if m.attributes["objectId"] == "landing/a.csv"}
         wait_for(lambda: captured.update({int(m.attributes["objectGeneration"]): m for m in cloud.n.pubsub.pull(cloud.tap)})
@@ -269,7 +265,7 @@ def test_sigterm_during_a_load_exits_0_and_the_rest_loads_after_restart(cloud: C
     loop = cloud.start(ESTORE_LOAD_BATCH_MB="0")
     expected = {f"big-{i}.csv": 120_000 for i in range(3)}
     for i, name in enumerate(expected):
-        cloud.upload(name, _csv(event_lines(120_000, start=i * 1_000_000)))
+        cloud.upload(name, csv_bytes(event_lines(120_000, start=i * 1_000_000)))
     marker = cloud.client.bucket(cloud.bucket).blob("state/inflight.json")
     wait_for(marker.exists, 120, "a load in progress (the in-flight marker)", step=0.01)
     loop.proc.send_signal(signal.SIGTERM)
@@ -288,7 +284,7 @@ def test_sigterm_during_a_load_exits_0_and_the_rest_loads_after_restart(cloud: C
 
 def test_kill_9_between_commit_and_ack_then_the_redelivered_message_is_acknowledged(cloud: Cloud) -> None:
     loop = cloud.start(ESTORE_FAULT_POINT="before_ack")
-    cloud.upload("a.csv", _csv(event_lines(9)))
+    cloud.upload("a.csv", csv_bytes(event_lines(9)))
     wait_for(lambda: loop.proc.poll() is not None, 120, "the kill before the ack")
     assert loop.proc.returncode == -signal.SIGKILL, loop.log()
     assert "a.csv" in cloud.recorded()  # committed and recorded, not acknowledged
@@ -312,12 +308,12 @@ def test_missing_subscription_means_polling_one_alert_and_resubscribing(
     try:
         degraded = loop.wait_event("degraded", 120)[0]
         assert "does not exist" in degraded["error"] and "terraform apply" in degraded["error"]
-        cloud.upload("polled.csv", _csv(event_lines(5)))
+        cloud.upload("polled.csv", csv_bytes(event_lines(5)))
         loop.wait(lambda: "polled.csv" in loop.loaded(), 60, "polled.csv loaded by polling")
         cloud.n.pubsub.subscription(gone.rsplit("/", 1)[1], cloud.n.topic)
         loop.wait_event("listening", 60)
         _caught_up_after_listening(loop)
-        cloud.upload("heard.csv", _csv(event_lines(6, start=60)))
+        cloud.upload("heard.csv", csv_bytes(event_lines(6, start=60)))
         loop.wait(lambda: "heard.csv" in [n for e in loop.of("batch") for n in e["loaded"]], 60, "heard.csv from a notification")
     finally:
         assert loop.terminate() == 0, loop.log()
@@ -336,11 +332,11 @@ def test_the_emulator_killed_and_restarted_mid_run(ws: Workspace, tmp_path: Path
         cloud = Cloud(ws, n)
         loop = cloud.start(SLACK_WEBHOOK_URL=slack.webhook_url)
         try:
-            cloud.upload("before.csv", _csv(event_lines(3)))
+            cloud.upload("before.csv", csv_bytes(event_lines(3)))
             loop.wait(lambda: "before.csv" in loop.loaded(), 60, "before.csv")
             server.stop()  # the emulator dies (and forgets its topics and subscriptions)
             loop.wait_event("degraded", 90)
-            cloud.upload("during.csv", _csv(event_lines(4, start=100)))  # its notification is lost
+            cloud.upload("during.csv", csv_bytes(event_lines(4, start=100)))  # its notification is lost
             loop.wait(lambda: "during.csv" in loop.loaded(), 60, "during.csv loaded by polling")
             server, _ = start_pubsub_emulator(tmp_path / "pubsub-own-2.log", port=port)
             own.server = server
@@ -348,7 +344,7 @@ def test_the_emulator_killed_and_restarted_mid_run(ws: Workspace, tmp_path: Path
             own.subscription(cloud.subscription.rsplit("/", 1)[1], n.topic)
             loop.wait(lambda: len(loop.of("listening")) >= 2, 90, "listening again")
             _caught_up_after_listening(loop)
-            cloud.upload("after.csv", _csv(event_lines(5, start=200)))
+            cloud.upload("after.csv", csv_bytes(event_lines(5, start=200)))
             loop.wait(lambda: "after.csv" in [x for e in loop.of("batch") for x in e["loaded"]], 60, "after.csv from a notification")
         finally:
             assert loop.terminate() == 0, loop.log()
@@ -377,7 +373,7 @@ def test_drill_kill_9_at_random_moments_while_uploads_keep_coming(cloud: Cloud) 
             for i in range(15):
                 name = f"r{r}/f{i:03d}.csv"
                 rows = 3 + (i * 5 + r) % 30
-                cloud.upload(name, _csv(event_lines(rows, start=r * 10_000 + i * 100)))
+                cloud.upload(name, csv_bytes(event_lines(rows, start=r * 10_000 + i * 100)))
                 expected[name] = rows
 
         loop.kill_during(uploader, rng.uniform(0.5, 3.0))

@@ -25,7 +25,7 @@ from estore_ops.ingest.events.folder import FolderSource, open_for_writing
 from estore_ops.ingest.events.loop import EventLoop
 from estore_ops.runtime import Runtime
 from tests.events_helpers import EventsProcess, wait_for
-from tests.helpers import HEADER, Workspace, event_lines, write_csv
+from tests.helpers import HEADER, Workspace, clean_env, event_lines, write_csv
 from tests.slack_server import FakeSlack, slack  # noqa: F401 - fixture
 
 # Fast loop for tests: short gathering window, no transform unless a test asks for one.
@@ -217,7 +217,7 @@ class _Replaying(FolderSource):
 
 
 def _in_process_loop(ws: Workspace, source_cls: type[FolderSource] = _Replaying) -> tuple[EventLoop, threading.Event, list[dict[str, Any]]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ESTORE_")} | FAST | {"ESTORE_LOG_FORMAT": "json"}
+    env = clean_env(FAST, ESTORE_LOG_FORMAT="json")
     rt = Runtime(load_settings({}, env=env, cwd=ws.root))
     stop = threading.Event()
     lines: list[dict[str, Any]] = []
@@ -240,7 +240,7 @@ def test_duplicate_and_out_of_order_arrivals_load_each_version_once(ws: Workspac
         wait_for(lambda: _recorded(ws).get("a.csv", {}).get("generation", v1) != v1, 60, "a.csv v2")
         # Late copies of the v1 arrival and of v2's, after v2 is loaded.
         batches = len([e for e in lines if e["event"] == "batch"])
-        loop.source.replay = [Arrival("a.csv"), Arrival("a.csv")]  # type: ignore[attr-defined]
+        loop.source.replay = [Arrival("a.csv"), Arrival("a.csv")]  # type: ignore[attr-defined]  # the test's _Replaying source
         wait_for(lambda: len([e for e in lines if e["event"] == "batch"]) > batches, 60, "the replayed arrivals handled")
     finally:
         stop.set()

@@ -22,19 +22,15 @@ import pytest
 from estore_ops.ingest.pipeline import scan
 from estore_ops.ingest.state import FileRecord, IngestState, StateStore
 from estore_ops.backends.stores.local import LocalFolderStore
-from tests.helpers import HEADER, Workspace, event_lines
+from tests.helpers import Workspace, csv_bytes, event_lines
 
 FUTURE = "2031-05-01 12:00:00"
 PAST = "2019-10-01 00:00:00"
 
 
-def _csv(lines: list[str]) -> bytes:
-    return ("\n".join([HEADER, *lines]) + "\n").encode()
-
-
 def _same_size_versions() -> tuple[bytes, bytes]:
     """Two versions of a file with the same size (and header) but other rows."""
-    old, new = _csv(event_lines(6)), _csv(event_lines(6, start=10))
+    old, new = csv_bytes(event_lines(6)), csv_bytes(event_lines(6, start=10))
     assert len(old) == len(new)
     return old, new
 
@@ -146,13 +142,13 @@ def test_only_files_listed_right_after_a_write_have_their_fingerprint_read(tmp_p
     landing = LocalFolderStore(tmp_path / "landing")
     state = IngestState()
     for i in range(50):
-        (landing.root / f"f{i}.csv").write_bytes(_csv(event_lines(2, start=i * 10)))
+        (landing.root / f"f{i}.csv").write_bytes(csv_bytes(event_lines(2, start=i * 10)))
         info = landing.stat(f"f{i}.csv")
         identity = {"inode": info.inode, "ctime_ns": info.ctime_ns, "fingerprint": landing.fingerprint(info)}
         state.record_success(info.name, info.generation, info.size, 2, "r", identity=identity | ({"racy": True} if i == 0 else {}))
     reads: list[str] = []
     real = landing.fingerprint
-    landing.fingerprint = lambda info: reads.append(info.name) or real(info)  # type: ignore[method-assign]
+    landing.fingerprint = lambda info: reads.append(info.name) or real(info)  # type: ignore[method-assign]  # a spy on one instance
     result = scan(landing, state, 3)
     assert result.pending == [] and result.settled == 50
     assert reads == ["f0.csv"]

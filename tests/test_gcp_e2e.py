@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 
 import pytest
 
 from estore_ops.backends.warehouses.bigquery import BigQueryWarehouse
 from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs, gcs_bucket  # noqa: F401 - fixtures
-from tests.helpers import HEADER, Workspace, event_lines
+from tests.helpers import Workspace, csv_bytes, event_lines
 
 pytestmark = pytest.mark.gcp
-
-
-def _csv(lines: list[str], gz: bool = False) -> bytes:
-    data = ("\n".join([HEADER, *lines]) + "\n").encode()
-    return gzip.compress(data, mtime=0) if gz else data
 
 
 @pytest.fixture
@@ -33,8 +27,8 @@ def cloud(ws: Workspace, fake_gcs, bq_emulator, gcs_bucket, bq_dataset, monkeypa
 
 def test_scan_load_reload_and_cursor_on_the_emulators(ws: Workspace, cloud) -> None:
     landing, state, warehouse = cloud
-    landing.write("2019-Oct.csv", _csv(event_lines(40)))
-    landing.write("2019-Nov.csv.gz", _csv(event_lines(25, start=1000), gz=True))
+    landing.write("2019-Oct.csv", csv_bytes(event_lines(40)))
+    landing.write("2019-Nov.csv.gz", csv_bytes(event_lines(25, start=1000), gz=True))
 
     scan = ws.cli("scan", "--json")
     assert scan.exit_code == 0, scan.output
@@ -49,7 +43,7 @@ def test_scan_load_reload_and_cursor_on_the_emulators(ws: Workspace, cloud) -> N
     assert again.exit_code == 0 and "Nothing new to load." in again.output
     assert warehouse.rows_by_file() == {"2019-Oct.csv": 40, "2019-Nov.csv.gz": 25}
 
-    landing.write("2019-Oct.csv", _csv(event_lines(15, start=5000)))  # rewritten: a new generation
+    landing.write("2019-Oct.csv", csv_bytes(event_lines(15, start=5000)))  # rewritten: a new generation
     pending = json.loads(ws.cli("scan", "--json").stdout)["pending"]
     assert [(p["name"], p["reason"]) for p in pending] == [("2019-Oct.csv", "changed")]
     assert ws.cli("load").exit_code == 0
@@ -72,10 +66,10 @@ def test_scan_load_reload_and_cursor_on_the_emulators(ws: Workspace, cloud) -> N
 
 def test_bad_file_fails_alone_and_is_reported(ws: Workspace, cloud) -> None:
     landing, _, warehouse = cloud
-    landing.write("good.csv", _csv(event_lines(3)))
+    landing.write("good.csv", csv_bytes(event_lines(3)))
     bad = event_lines(3)
     bad[2] = bad[2].replace(",view,1002,", ",view,oops,")
-    landing.write("bad.csv", _csv(bad))
+    landing.write("bad.csv", csv_bytes(bad))
     result = ws.cli("load")
     assert result.exit_code == 1
     assert "bad.csv" in result.output
@@ -116,11 +110,11 @@ def test_transform_and_snapshot_through_dbt_bigquery(ws: Workspace, cloud) -> No
 
 def test_negative_price_is_refused_like_on_the_embedded_warehouse(ws: Workspace, cloud) -> None:
     landing, _, warehouse = cloud
-    landing.write("ok.csv", _csv(event_lines(3)))
+    landing.write("ok.csv", csv_bytes(event_lines(3)))
     lines = event_lines(3, start=100)
     lines[1] = lines[1].replace(",21.5,", ",-21.5,")
     assert ",-21.5," in lines[1]
-    landing.write("neg.csv", _csv(lines))
+    landing.write("neg.csv", csv_bytes(lines))
     result = ws.cli("load")
     assert result.exit_code == 1
     assert "neg.csv, column price: 1 row(s) with a negative price" in result.output

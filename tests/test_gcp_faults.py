@@ -22,14 +22,13 @@ transient faults, quarantine after repeated job failures, and clear messages.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,18 +58,13 @@ from tests.fault_proxy import (
     wait_for,
 )
 from tests.gcp_emulators import PROJECT, bq_dataset, bq_emulator, fake_gcs, gcs_bucket  # noqa: F401 - fixtures
-from tests.helpers import HEADER, Workspace, event_lines
+from tests.helpers import Workspace, csv_bytes, event_lines
 from tests.slack_server import slack  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.gcp
 
 JOBS = r"/bigquery/v2/projects/[^/]+/jobs$"
 JOB = r"/bigquery/v2/projects/[^/]+/jobs/([^/]+)$"
-
-
-def _csv(lines: list[str], gz: bool = False) -> bytes:
-    data = ("\n".join([HEADER, *lines]) + "\n").encode()
-    return gzip.compress(data, mtime=0) if gz else data
 
 
 def _job_id(seen: Seen) -> str:
@@ -84,7 +78,7 @@ def _kind(seen: Seen) -> str:
     return "load" if "load" in config else "query" if "query" in config else ""
 
 
-def _for_file(name: str):  # type: ignore[no-untyped-def]
+def _for_file(name: str) -> Callable[[Seen], bool]:
     """A request predicate: a load job insert reading this landing file."""
     def match(seen: Seen) -> bool:
         uris = ((seen.body or {}).get("configuration", {}).get("load", {}) or {}).get("sourceUris", []) if isinstance(seen.body, dict) else []
@@ -102,7 +96,7 @@ class Cloud:
     dataset: str
 
     def put(self, name: str, lines: list[str]) -> None:
-        self.landing.write(name, _csv(lines, gz=name.endswith(".gz")))
+        self.landing.write(name, csv_bytes(lines, gz=name.endswith(".gz")))
 
     def load(self, *args: str) -> Any:
         return self.ws.cli("load", "--json", *args)

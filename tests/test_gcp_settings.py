@@ -81,7 +81,7 @@ def no_adc(monkeypatch: pytest.MonkeyPatch) -> None:
     import google.auth
     from google.auth import exceptions as auth_exc
 
-    def default(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def default(*args: object, **kwargs: object) -> None:
         raise auth_exc.DefaultCredentialsError("Your default credentials were not found.")
 
     monkeypatch.setattr(google.auth, "default", default)

@@ -26,12 +26,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from estore_ops.schema import SOURCE_COLUMN_NAMES
 from estore_ops.analytics.transform import default_project_dir, run_dbt
-from tests.helpers import load_into_duckdb
+from tests.helpers import csv_bytes, load_into_duckdb
 
 PROJECT = default_project_dir()
-HEADER = ",".join(SOURCE_COLUMN_NAMES)
 COMPARED = [
     "staging.stg_events", "staging.int_events_deduped", "marts.fct_events", "marts.fct_sessions", "marts.dim_users",
     "marts.dim_user_rfm", "marts.dim_products", "marts.dim_categories", "marts.metrics_churn",
@@ -94,8 +92,7 @@ class World:
         return f"{self.counter:03d}-{kind}.csv"
 
     def write(self, name: str) -> None:
-        text = "\n".join([HEADER, *(",".join(r) for r in self.files[name])]) + "\n"
-        (self.landing / name).write_text(text)
+        (self.landing / name).write_bytes(csv_bytes([",".join(r) for r in self.files[name]]))
 
     # -- steps: each returns (description, files to load) ---------------------------------------
     def append(self) -> tuple[str, list[str]]:

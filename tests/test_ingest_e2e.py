@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
+
+import pytest
 
 from tests.helpers import HEADER, Workspace, event_lines
 
@@ -237,7 +240,7 @@ def test_crlf_and_bom_files_load(ws: Workspace) -> None:
     assert ws.query("SELECT count(*) FROM raw.events WHERE user_session LIKE '%\r%'") == [(0,)]
 
 
-def test_a_large_first_backfill_writes_the_state_a_bounded_number_of_times(ws: Workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_large_first_backfill_writes_the_state_a_bounded_number_of_times(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     """Thousands of files must not make every write slow: writes are batched, not one per file."""
     from estore_ops.ingest.state import StateStore
 
@@ -246,7 +249,7 @@ def test_a_large_first_backfill_writes_the_state_a_bounded_number_of_times(ws: W
     saves = {"n": 0}
     real_save = StateStore.save
 
-    def counting_save(self, base, state):  # type: ignore[no-untyped-def]
+    def counting_save(self: StateStore, base: Any, state: Any) -> Any:
         saves["n"] += 1
         return real_save(self, base, state)
 
@@ -261,7 +264,7 @@ def test_a_large_first_backfill_writes_the_state_a_bounded_number_of_times(ws: W
     assert json.loads(ws.cli("cursor", "show", "--json").stdout)["counts"]["loaded"] == 300
 
 
-def test_checkpoint_zero_records_every_file_as_it_commits(ws: Workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_checkpoint_zero_records_every_file_as_it_commits(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     from estore_ops.ingest.state import StateStore
 
     monkeypatch.setenv("ESTORE_STATE_CHECKPOINT_SECONDS", "0")
@@ -274,7 +277,7 @@ def test_checkpoint_zero_records_every_file_as_it_commits(ws: Workspace, monkeyp
     assert saves["n"] == 5
 
 
-def test_a_folder_moved_in_with_old_timestamps_is_loaded_even_after_compaction(ws: Workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_folder_moved_in_with_old_timestamps_is_loaded_even_after_compaction(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     """`mv` of a folder keeps its files' ctime: arrival order alone must never mean 'loaded'."""
     import estore_ops.ingest.pipeline as ingest
 

@@ -20,14 +20,14 @@ import pytest
 
 from estore_ops.errors import ExitCode
 from tests.disk import as_unprivileged
-from tests.helpers import HEADER, Workspace, event_lines
+from tests.helpers import Workspace, clean_env, csv_bytes, event_lines
 
 GOOD = {"a.csv": 3, "data[1].csv": 4, "what?.csv": 2, "star*.csv": 2, "{x,y}.csv": 2, "[bold]x[/].csv": 2,
         "sub/ok.csv": 5, "locked-file-neighbour.csv": 1}
 
 
 def _cli(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ESTORE_", "SLACK_"))} | {"ESTORE_LOG_FORMAT": "json"}
+    env = clean_env(ESTORE_LOG_FORMAT="json")
     return subprocess.run(as_unprivileged([sys.executable, "-m", "estore_ops", *args]), cwd=ws.root, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -50,8 +50,8 @@ def hostile(ws: Workspace) -> Workspace:
     os.symlink("a.csv", land / "alias-of-a.csv")  # would load a.csv's rows a second time
     os.mkfifo(land / "pipe.csv")  # reading it would block forever
     ws.add("odd\\name.csv", event_lines(1, start=7000))
-    (land / os.fsdecode(b"latin1-\xe9t\xe9.csv")).write_bytes(("\n".join([HEADER, *event_lines(1, start=7100)]) + "\n").encode())
-    (land / "mac.csv").write_bytes(("\r".join([HEADER, *event_lines(2, start=7200)]) + "\r").encode())
+    (land / os.fsdecode(b"latin1-\xe9t\xe9.csv")).write_bytes(csv_bytes(event_lines(1, start=7100)))
+    (land / "mac.csv").write_bytes(csv_bytes(event_lines(2, start=7200), newline="\r"))
     return ws
 
 
@@ -119,7 +119,7 @@ def test_links_inside_the_landing_area_load_their_target_once(ws: Workspace) -> 
     os.symlink(Path("..") / "2019" / "oct.csv", ws.landing / "latest" / "oct.csv")
     hidden = ws.landing / ".incoming"
     hidden.mkdir()
-    (hidden / "nov.csv").write_bytes(("\n".join([HEADER, *event_lines(2, start=50)]) + "\n").encode())
+    (hidden / "nov.csv").write_bytes(csv_bytes(event_lines(2, start=50)))
     os.symlink(Path("..") / ".incoming" / "nov.csv", ws.landing / "latest" / "nov.csv")  # target not listed itself
     assert ws.cli("load").exit_code == 0
     assert ws.rows_by_file() == {"2019/oct.csv": 3, "latest/nov.csv": 2}

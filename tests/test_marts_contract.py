@@ -20,23 +20,21 @@ import duckdb
 import pytest
 import yaml
 
-from estore_ops.schema import SOURCE_COLUMN_NAMES
 from estore_ops.analytics.transform import DbtRunResult, default_project_dir, run_dbt
 from estore_ops.backends.warehouses.duckdb import DuckDBWarehouse
 from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs, gcs_bucket  # noqa: F401 - fixtures
-from tests.helpers import load_into_duckdb
+from tests.helpers import csv_bytes, load_into_duckdb
 
 CONTRACT = yaml.safe_load((Path(__file__).parent / "marts_contract.yml").read_text())["tables"]
 FIXTURES = Path(__file__).parent / "fixtures" / "dbt"
 PROJECT = default_project_dir()
-HEADER = ",".join(SOURCE_COLUMN_NAMES)
 TOTAL = Decimal("1234567.89")
 # BigQuery's API reports legacy type names for some standard SQL types.
 BQ_LEGACY = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
 
 
-def money_csv() -> str:
-    lines = [HEADER]
+def money_csv() -> bytes:
+    lines = []
     start = datetime(2020, 3, 1)
     for i in range(1000):
         t = (start + timedelta(minutes=i)).strftime("%Y-%m-%d %H:%M:%S")
@@ -49,7 +47,7 @@ def money_csv() -> str:
         "2020-03-02 13:00:00 UTC,purchase,5003,2001,electronics.smartphone,apple,,904,m4-a",
         "2020-03-02 14:00:00 UTC,purchase,5004,2001,electronics.smartphone,apple,0.88,905,m5-a",
     ]
-    return "\n".join(lines) + "\n"
+    return csv_bytes(lines)
 
 
 def _ok(result: DbtRunResult) -> DbtRunResult:
@@ -92,7 +90,7 @@ def duck(tmp_path_factory: pytest.TempPathFactory) -> Path:
     landing, db = root / "landing", root / "warehouse.duckdb"
     landing.mkdir()
     shutil.copy(FIXTURES / "events_load1.csv", landing / "events_load1.csv")
-    (landing / "money.csv").write_text(money_csv())
+    (landing / "money.csv").write_bytes(money_csv())
     load_into_duckdb(db, landing, ["events_load1.csv", "money.csv"])
     target = {"type": "duckdb", "path": str(db), "threads": 2, "schema": "main"}
     for command in ("build", "snapshot"):
@@ -177,7 +175,7 @@ def _sql(work: Path, stage: str, model: str) -> str:
 def test_contract_and_daily_partition_filters_on_bigquery(bigquery, tmp_path: Path):
     ws, landing, warehouse = bigquery
     landing.write("events_load1.csv", (FIXTURES / "events_load1.csv").read_bytes())
-    landing.write("money.csv", money_csv().encode())
+    landing.write("money.csv", money_csv())
     assert ws.cli("load").exit_code == 0
     target = warehouse.dbt_target(None)
     work = tmp_path / "work"

@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -17,14 +19,14 @@ from tests.helpers import HEADER, Workspace, event_lines
 from tests.slack_server import FakeSlack, slack  # noqa: F401 - fixture
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
 
 
-def _runs(ws: Workspace) -> list[dict]:  # type: ignore[type-arg]
+def _runs(ws: Workspace) -> list[dict[str, Any]]:
     path = ws.state / "runs.json"
     return json.loads(path.read_text()) if path.exists() else []
 
@@ -36,7 +38,7 @@ def test_watch_loads_new_files_transforms_once_per_loading_tick_and_stops_on_sig
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "ESTORE_LOG_FORMAT": "json"},
     )
     try:
-        def transformed_ticks() -> list[dict]:  # type: ignore[type-arg]
+        def transformed_ticks() -> list[dict[str, Any]]:
             return [r for r in _runs(ws) if r["job"] == "watch" and r["status"] == "success" and r["dbt_nodes"]]
 
         _wait_for(lambda: len(transformed_ticks()) >= 1, 180, "the first loading tick with its transform")
@@ -174,7 +176,7 @@ def test_watch_keeps_going_after_a_crashed_tick(ws: Workspace, monkeypatch: pyte
     calls = {"n": 0}
     real_tick = jobs.ingest_tick
 
-    def flaky_tick(rt: Runtime, should_stop=None):  # type: ignore[no-untyped-def]
+    def flaky_tick(rt: Runtime, should_stop: Callable[[], bool] | None = None) -> Any:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("disk on fire")

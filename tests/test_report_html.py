@@ -19,7 +19,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from tests.helpers import REPO, Workspace
+from tests.helpers import REPO, Workspace, clean_env
 
 CHART_KEYS = ["daily", "rfm", "funnel", "churn", "categories", "brands"]
 MAX_PAGE_BYTES = 3_000_000
@@ -27,8 +27,7 @@ ARTIFACTS = REPO / "test-artifacts"
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not (k.startswith(("ESTORE_", "SLACK_")) and k != "ESTORE_TOOLS_DIR")}
-    return env | {"DO_NOT_TRACK": "1", "ESTORE_LOG_FORMAT": "json"}
+    return clean_env(ESTORE_LOG_FORMAT="json")
 
 
 @pytest.fixture(scope="module")

@@ -7,22 +7,20 @@ whole URL was masked. Tokens are recognised by shape too (bot, user, app-level, 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
 from estore_ops.redact import redact
-from tests.helpers import Workspace, event_lines
+from tests.helpers import Workspace, clean_env, event_lines
 from tests.slack_server import FakeSlack, slack  # noqa: F401 - fixture
 
 SECRET_PART = "webhooksecret123"  # FakeSlack's webhook path is /services/T000/B000/webhooksecret123
 
 
 def _run(ws: Workspace, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ESTORE_", "SLACK_"))}
-    return subprocess.run([sys.executable, "-m", "estore_ops", *args], cwd=ws.root, env={**clean, **env},
+    return subprocess.run([sys.executable, "-m", "estore_ops", *args], cwd=ws.root, env=clean_env(env),
                           capture_output=True, text=True, timeout=120)
 
 

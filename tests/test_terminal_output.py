@@ -20,7 +20,7 @@ import sys
 import termios
 from pathlib import Path
 
-from tests.helpers import HEADER, Workspace, event_lines
+from tests.helpers import HEADER, Workspace, clean_env, event_lines
 
 NAMES = {
     "markup": "[bold red]hidden.csv",
@@ -35,7 +35,7 @@ def run_in_pty(ws: Workspace, *args: str, columns: int = 250) -> tuple[int, byte
     """Run the CLI with stdin, stdout and stderr on a pseudo-terminal; return its exit code and every byte it drew."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ESTORE_", "SLACK_"))} | {"TERM": "xterm-256color"}
+    env = clean_env(TERM="xterm-256color")
     env.pop("NO_COLOR", None)
     proc = subprocess.Popen([sys.executable, "-m", "estore_ops", *args], cwd=ws.root, env=env,
                             stdin=slave, stdout=slave, stderr=slave, close_fds=True)

@@ -364,7 +364,7 @@ def test_a_load_never_rewrites_bigquery_raw_events_on_its_own(monkeypatch: pytes
     monkeypatch.setattr(guard, "editor_for", lambda warehouse: editor)
     warehouse = object()
     with pytest.raises(UpgradeRequiredError, match=r"estore-ops upgrade --allow-rewrite.*Nothing was loaded"):
-        guard.upgrade_raw_table(warehouse)  # type: ignore[arg-type]
+        guard.upgrade_raw_table(warehouse)  # type: ignore[arg-type]  # a bare object: refused before use
     assert editor.applied == [] and editor.rewritten == []
 
 
@@ -555,7 +555,7 @@ def vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 def _deploy_plan(vm: dict[str, Any]) -> Any:
-    ctx = steps.UpgradeContext(rt=None, dry_run=True, unit_dir=vm["unit_dir"])  # type: ignore[arg-type]
+    ctx = steps.UpgradeContext(rt=None, dry_run=True, unit_dir=vm["unit_dir"])  # type: ignore[arg-type]  # no runtime: the step must not need one
     return steps.DeployStep().inspect(ctx)
 
 

@@ -16,7 +16,7 @@ from estore_ops import schema
 from estore_ops.backends.stores.base import ObjectStore
 from estore_ops.backends.stores.local import LocalFolderStore
 from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs, gcs_bucket  # noqa: F401 - fixtures
-from tests.helpers import HEADER, Workspace, event_lines
+from tests.helpers import Workspace, csv_bytes, event_lines
 from tests.slack_server import FakeSlack, slack  # noqa: F401 - fixture
 
 COLUMNS = ", ".join(c.name for c in schema.ALL_COLUMNS)
@@ -33,8 +33,7 @@ class Site:
     sql: Callable[[str], Any]  # runs DML/queries on the raw table, outside estore-ops
 
     def put(self, name: str, lines: list[str]) -> None:
-        data = ("\n".join([HEADER, *lines]) + "\n").encode()
-        self.landing.write(name, gzip.compress(data, mtime=0) if name.endswith(".gz") else data)
+        self.landing.write(name, csv_bytes(lines, gz=name.endswith(".gz")))
 
     def generation(self, name: str) -> int:
         return self.landing.stat(name).generation

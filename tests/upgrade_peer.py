@@ -22,7 +22,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from tests.helpers import HEADER, REPO, event_lines, write_csv
+from tests.helpers import HEADER, REPO, clean_env, event_lines, write_csv
 
 INSTALL_SCRIPT = REPO / "tests" / "tools" / "install-previous-release.sh"
 MARTS = ("fct_events", "fct_sessions", "dim_users", "dim_categories", "dim_products", "dim_user_rfm", "metrics_churn")
@@ -60,9 +60,7 @@ def previous_release_exe() -> Path:
 
 
 def run(argv: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("ESTORE_", "SLACK_")) or k == "ESTORE_TOOLS_DIR"}
-    full.update({"DO_NOT_TRACK": "1", **(env or {})})
-    return subprocess.run(argv, cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(argv, cwd=cwd, env=clean_env(env or {}), capture_output=True, text=True, timeout=timeout)
 
 
 def old(root: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:

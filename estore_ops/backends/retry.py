@@ -66,7 +66,7 @@ stats = {"retried_calls": 0, "retries": 0, "gave_up": 0}
 def error_reason(exc: BaseException) -> str | None:
     """The `reason` of the first entry of a Google API error's `errors` list, if any."""
     try:
-        reason = exc.errors[0]["reason"]  # type: ignore[attr-defined]
+        reason = exc.errors[0]["reason"]  # type: ignore[attr-defined]  # duck-typed: misses are caught below
     except (AttributeError, IndexError, KeyError, TypeError):
         return None
     return reason if isinstance(reason, str) else None

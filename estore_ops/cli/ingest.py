@@ -37,12 +37,14 @@ def load(
     """Load pending files into the raw events table, exactly once per file version."""
     from estore_ops import jobs
     from estore_ops.cli.render import LoadProgress, render_load
+    from estore_ops.ingest.pipeline import LoadRequest
 
     cli = options(ctx)
     rt = cli.runtime()
     out = cli.output(json_out, quiet)
     with LoadProgress(out, show=not dry_run) as progress:
-        result = jobs.load(rt, file or (), prefix, force, dry_run, progress.on_start, progress.on_file)
+        request = LoadRequest(files=file or (), prefix=prefix, force=force, dry_run=dry_run)
+        result = jobs.load(rt, request, progress.on_start, progress.on_file)
     render_load(out, result)
     fail_unless(result.ok)
 

@@ -217,27 +217,43 @@ def _requested(landing: ObjectStore, name: str, missing_ok: bool = False) -> Obj
         return ObjectInfo(name, 0, datetime.now(timezone.utc), 0, problem=str(exc))
 
 
-def plan_load(
-    landing: ObjectStore,
-    state: IngestState,
-    max_attempts: int,
-    files: Sequence[str] = (),
-    prefix: str = "",
-    force: bool = False,
-    skip_missing: bool = False,
-    accept: Callable[[ObjectInfo], bool] | None = None,
-) -> tuple[list[PendingFile], list[dict[str, str]]]:
-    """Which file versions to load now, and which asked-for files are skipped (with why).
+@dataclass(frozen=True)
+class LoadRequest:
+    """What one load is asked to do: `load`'s options, the tick's "everything pending", or one
+    batch of the event loop. Passed as one object from the CLI (or a Python caller) through
+    `jobs` to `plan_load` and `load_files`.
 
-    `skip_missing`: an asked-for file that no longer exists is skipped instead of refused (the
-    event loop names files that may be deleted before it gets to them). `accept`: only pending
-    files it accepts are loaded now (the event loop leaves files still being written for later).
+    - `files`: load these files only (`--file`, repeatable); empty means every pending file.
+    - `prefix`: only files under this prefix (a backfill); ignored when `files` are named.
+    - `force`: load them even when already loaded or quarantined (rows are replaced).
+    - `dry_run`: plan only; nothing is loaded or recorded.
+    - `skip_missing`: an asked-for file that no longer exists is skipped instead of refused (the
+      event loop names files that may be deleted before it gets to them).
+    - `accept`: only pending files it accepts are loaded now (the event loop leaves files still
+      being written for later).
     """
+
+    files: Sequence[str] = ()
+    prefix: str = ""
+    force: bool = False
+    dry_run: bool = False
+    skip_missing: bool = False
+    accept: Callable[[ObjectInfo], bool] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "files", tuple(self.files))  # a list from the CLI: keep the request frozen
+
+
+def plan_load(
+    landing: ObjectStore, state: IngestState, max_attempts: int, request: LoadRequest = LoadRequest()
+) -> tuple[list[PendingFile], list[dict[str, str]]]:
+    """Which file versions to load now, and which asked-for files are skipped (with why)."""
+    files, prefix, force, accept = request.files, request.prefix, request.force, request.accept
     skipped: list[dict[str, str]] = []
     if files:
         chosen: list[PendingFile] = []
         for name in dict.fromkeys(files):
-            info = _requested(landing, name, missing_ok=skip_missing)
+            info = _requested(landing, name, missing_ok=request.skip_missing)
             if info is None:
                 skipped.append({"name": name, "why": "no longer in the landing area"})
                 continue
@@ -288,18 +304,14 @@ def load_files(
     state_store: StateStore,
     warehouse: Warehouse,
     max_attempts: int,
-    files: Sequence[str] = (),
-    prefix: str = "",
-    force: bool = False,
-    dry_run: bool = False,
+    request: LoadRequest = LoadRequest(),
     on_start: Callable[[list[PendingFile]], None] | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     checkpoint_seconds: float = 1.0,
-    skip_missing: bool = False,
-    accept: Callable[[ObjectInfo], bool] | None = None,
 ) -> LoadResult:
-    """Load pending files into the warehouse and advance the state after their commits.
+    """Load the file versions `request` asks for into the warehouse and advance the state after
+    their commits (`max_attempts` and `checkpoint_seconds` are the deployment's settings).
 
     `should_stop` is asked before the warehouse starts a file or a batch of files: on a shutdown
     the files not started stay pending.
@@ -307,11 +319,11 @@ def load_files(
     started = time.monotonic()
     listed_ns = time.time_ns()  # before the listing: a file written after this is "racy" (see FileRecord.changed)
     snapshot = state_store.read()
-    planned, skipped = plan_load(landing, snapshot.state, max_attempts, files, prefix, force, skip_missing, accept)
-    result = LoadResult(run_id, planned=planned, skipped=skipped, dry_run=dry_run)
+    planned, skipped = plan_load(landing, snapshot.state, max_attempts, request)
+    result = LoadResult(run_id, planned=planned, skipped=skipped, dry_run=request.dry_run)
     if on_start:
         on_start(planned)
-    if dry_run or not planned:
+    if request.dry_run or not planned:
         result.seconds = time.monotonic() - started
         return result
 

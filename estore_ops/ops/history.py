@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from estore_ops.ops.documents import JsonDocument
-from estore_ops.errors import EstoreError
+from estore_ops.errors import EstoreError, ExitCode
 from estore_ops.backends.stores.base import ObjectStore
 
 RUNS_NAME = "runs.json"
@@ -89,7 +89,7 @@ class RunHistory:
 
 
 class RunNotFoundError(EstoreError):
-    exit_code = 2  # type: ignore[assignment]
+    exit_code = ExitCode.USAGE
 
 
 def _record(data: dict[str, Any]) -> RunRecord:

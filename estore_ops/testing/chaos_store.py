@@ -191,7 +191,7 @@ class ChaosStore(ObjectStore):
             left = max(self.inner.stat(name).size - offset, 1)
             return _BreakingStream(stream, int(self.plan.rng.random() * left), fault, self.plan, f"read {self.inner.uri(name)}")
 
-        return ResumingReader(open_at, lambda fn: self._call("read", name, fn))  # type: ignore[return-value]
+        return ResumingReader(open_at, lambda fn: self._call("read", name, fn))  # type: ignore[return-value]  # a RawIOBase, not BinaryIO to typeshed
 
     def read(self, name: str) -> tuple[bytes, int]:
         def once() -> tuple[bytes, int]:

@@ -265,7 +265,7 @@ class GCSStore(ObjectStore):
         def open_at(offset: int) -> _RangeReader:
             return _RangeReader(self, blob, info.size, info.generation, offset)
 
-        return ResumingReader(open_at, lambda fn: self._call("read", name, fn))  # type: ignore[return-value]
+        return ResumingReader(open_at, lambda fn: self._call("read", name, fn))  # type: ignore[return-value]  # a RawIOBase, not BinaryIO to typeshed
 
     def read(self, name: str) -> tuple[bytes, int]:
         full = self._check_name(name)

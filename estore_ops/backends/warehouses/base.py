@@ -36,6 +36,7 @@ by name when a file has its columns in another order.
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -109,6 +110,12 @@ class Warehouse(abc.ABC):
     def has_version(self, name: str, generation: int) -> bool:
         """Whether rows of this file version are committed (asked only after a crashed run)."""
         return False
+
+    def machine_faults(self) -> contextlib.AbstractContextManager[None]:
+        """A context in which an error caused by the machine (disk full, out of memory) becomes an
+        EnvironmentFaultError. For code outside this backend that runs statements on its connection
+        (the upgrade's table editor); the backend's own methods already do it."""
+        return contextlib.nullcontext()
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -11,7 +11,10 @@ Such a value would otherwise reach `raw.events` and poison every model and repor
 
 The checks ride on the load's own scan (SQL expressions evaluated while DuckDB reads the file), so
 a good file is read once. They abort the statement with an `estore-check:` error; only then is the
-file read a second time, here in Python, to find the first offending line (a rare path).
+file read a second time, here in Python, to find the first offending line (a rare path). DuckDB's
+rejects table cannot do this: it holds what the CSV reader refuses, and these values pass the reader
+(the checks run on its output, where no line number is left). Reader errors get their line from the
+rejects table (warehouses.duckdb.first_rejected_line).
 """
 
 from __future__ import annotations
@@ -140,7 +143,7 @@ def mixed_line_endings(path: Path, is_gzip: bool) -> tuple[int, str, str] | None
     line 1, outside quoted values; None when every line ends the same way."""
     opener = gzip.open if is_gzip else open
     try:
-        with opener(path, "rb") as fh:  # type: ignore[operator]
+        with opener(path, "rb") as fh:
             return _scan_endings(fh)
     except (OSError, EOFError):
         return None

@@ -66,7 +66,8 @@ class RawTableGuard(Warehouse):
     ) -> Iterator[FileOutcome]:
         items = list(items)
         if items and not self._checked:
-            upgrade_raw_table(self.inner)
+            with self.inner.machine_faults():  # out of memory or disk here is the machine's, as in the load
+                upgrade_raw_table(self.inner)
             self._checked = True
         yield from self.inner.load(items, store, on_begin)
 

@@ -2,9 +2,9 @@
 
 The loop reuses everything the timer path uses: each batch is one tracked `watch` job
 (`jobs.ingest_arrivals`: the run lock for the length of the batch, run history, heartbeat, alerts)
-over the same loader (`ingest.load_files` with `files=`), and SIGTERM / SIGINT are handled by
-`watch.StopFlag` exactly as in `watch`: the file (or batch) in progress finishes, the rest stay
-pending, exit 0.
+over the same loader (`ingest.pipeline.load_files` with a `LoadRequest` naming the files), and SIGTERM /
+SIGINT are handled by `ingest.watch.StopFlag` exactly as in `watch`: the file (or batch) in progress
+finishes, the rest stay pending, exit 0.
 
 - **Gathering.** The first arrival opens a window of `gather_window` seconds; everything that
   arrived by its end loads as one batch (one lock, one transaction per batch of small files).
@@ -42,7 +42,7 @@ from estore_ops.errors import ConfigError, EstoreError, LockHeldError
 from estore_ops.ingest.events.base import Arrival, ArrivalSource, SourceError
 from estore_ops.ingest.events.sdnotify import Watchdog, notify
 from estore_ops.testing.faults import fault_point
-from estore_ops.ingest.pipeline import LoadResult
+from estore_ops.ingest.pipeline import LoadRequest, LoadResult
 from estore_ops.logs import get_logger
 from estore_ops.redact import redact
 from estore_ops.runtime import Runtime
@@ -137,7 +137,7 @@ class EventLoop:
         self.quiet_period = float(s.transform_quiet_period)
         self.resubscribe_every = min(interval, 60.0)
         if hasattr(source, "probe_seconds"):
-            source.probe_seconds = min(float(source.probe_seconds), interval)  # type: ignore[attr-defined]
+            source.probe_seconds = min(float(source.probe_seconds), interval)
         for shared in ("landing", "state_backend", "state"):  # opened once, shared by every job's fork
             getattr(rt, shared)
         self.pending: dict[str, _Pending] = {}
@@ -296,8 +296,9 @@ class EventLoop:
         rt = self.rt.fork()
         try:
             with self.watchdog.job():
-                return jobs.ingest_arrivals(rt, files=files, accept=lambda info: self.source.complete(info.name),
-                                            should_stop=self.should_stop)
+                # A named file may be deleted before its batch runs: skipped, not refused.
+                request = LoadRequest(files=files, skip_missing=True, accept=lambda info: self.source.complete(info.name))
+                return jobs.ingest_arrivals(rt, request, should_stop=self.should_stop)
         except LockHeldError as exc:
             self._say(f"{what} {rt.run_id}: skipped, {exc}", event="skipped", run_id=rt.run_id)
         except EstoreError as exc:  # recorded and alerted by the tracked job
@@ -423,7 +424,7 @@ class EventLoop:
         at = self._transform_at(now)
         if at is None or now < at or (self.pending and self._batch_due(now)):
             return
-        regular = now >= self.due_since + self.min_interval  # type: ignore[operator]
+        regular = now >= self.due_since + self.min_interval  # type: ignore[operator]  # set: _transform_at gave a time
         reason = "files kept arriving for transform_min_interval" if regular else "arrivals paused"
         rt = self.rt.fork()
         try:

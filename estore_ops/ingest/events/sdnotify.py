@@ -82,7 +82,7 @@ class Watchdog:
         now = time.monotonic()
         if self._job_since is not None:
             return now - self._job_since < self.job_limit
-        return now - self._alive_at < self.period / 2  # type: ignore[operator]
+        return now - self._alive_at < self.period / 2  # type: ignore[operator]  # only called with a watchdog period
 
     def _run(self) -> None:
         assert self.period
