@@ -85,6 +85,10 @@ CAPPED_LIMIT = "128MB"  # a load_memory_limit that a 1M-row load already reaches
 IDLE_TARGET_S = 1.0
 LISTING_GROWTH_TARGET = 15.0  # 10x more objects: ~10x time is linear; quadratic would be ~100x
 STARTUP_TARGET_S = 0.6
+# Incremental transform after a 1-day append vs a full refresh, at 10M events (issue 14). Smaller
+# sizes are reported only: there dbt's fixed cost (start-up, parse, ~10 model round trips) dominates.
+TRANSFORM_INCREMENTAL_TARGET = 0.3
+TRANSFORM_TARGET_MIN_ROWS = 10_000_000
 VERIFY_TARGET_S = 2.0  # issue 16: verify of 1,000 files / 10M rows on the embedded default, without --deep
 
 # The verify baseline: the one grouped query verify runs, alone, in a fresh process.
@@ -610,11 +614,14 @@ def case_transform(ctx: Context) -> dict[str, Any]:
         full.extra["setup_first_run_s"] = round(setup.wall_s, 2)
         checks.append(_check(f"dbt overhead: full refresh vs compiled SQL, {tag}", full.wall / base.wall, None,
                              detail=f"{full.wall:.2f}s vs {base.wall:.2f}s (+{full.wall - base.wall:.2f}s)"))
-        checks.append(_check(f"incremental vs full refresh after a 1-day append, {tag}", incr.wall / refresh.wall, 1.0,
-                             op="<", detail=f"{incr.wall:.2f}s vs {refresh.wall:.2f}s"))
+        target = TRANSFORM_INCREMENTAL_TARGET if rows >= TRANSFORM_TARGET_MIN_ROWS else None
+        checks.append(_check(f"incremental vs full refresh after a 1-day append, {tag}", incr.wall / refresh.wall, target,
+                             detail=f"{incr.wall:.2f}s vs {refresh.wall:.2f}s"))
         _rm(run_dir)
     notes.append("The baseline runs each model's compiled SQL (from dbt's manifest of a --full-refresh run) as "
                  "CREATE OR REPLACE VIEW/TABLE in dependency order; it skips dbt's post-hooks and tests.")
+    notes.append(f"Incremental vs full refresh: target <= {TRANSFORM_INCREMENTAL_TARGET}x from "
+                 f"{TRANSFORM_TARGET_MIN_ROWS:,} events; smaller sizes are reported only (dbt's fixed cost dominates).")
     return {"series": [s.as_dict() for s in series], "checks": checks, "notes": notes}
 
 

@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {"load_wall_ratio": cases.LOAD_WALL_TARGET, "load_rss_ratio": cases.LOAD_RSS_TARGET,
                     "large_rss_growth": cases.LARGE_RSS_GROWTH_TARGET, "idle_s": cases.IDLE_TARGET_S,
                     "listing_growth": cases.LISTING_GROWTH_TARGET, "startup_s": cases.STARTUP_TARGET_S,
+                    "transform_incremental_ratio": cases.TRANSFORM_INCREMENTAL_TARGET,
                     "verify_s": cases.VERIFY_TARGET_S},
         "cases": {},
     }

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -590,7 +591,9 @@ class Headline:
     churn: list[dict[str, Any]]
 
     def as_dict(self) -> dict[str, list[dict[str, Any]]]:
-        return {"rfm_segments": self.rfm_segments, "funnel": self.funnel, "churn": self.churn}
+        """JSON-ready: exact amounts (Decimal) as numbers whose digits are the cents."""
+        return {name: [{k: float(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in rows]
+                for name, rows in (("rfm_segments", self.rfm_segments), ("funnel", self.funnel), ("churn", self.churn))}
 
 
 def report(rt: Runtime) -> Headline:

@@ -119,3 +119,19 @@ def fault_env(point: str) -> dict[str, str]:
     if name in ("state_write", "after_state_write") and int(nth or 1) >= 2:
         env["ESTORE_STATE_CHECKPOINT_SECONDS"] = "0"
     return env
+
+
+def load_into_duckdb(db: Path, landing: Path, names: Sequence[str]) -> None:
+    """Load landing files into a DuckDB warehouse through the real loader (no state document)."""
+    from estore_ops.schema import SOURCE_COLUMN_NAMES
+    from estore_ops.backends.stores.local import LocalFolderStore
+    from estore_ops.backends.warehouses.base import LoadItem
+    from estore_ops.backends.warehouses.duckdb import DuckDBWarehouse
+
+    store = LocalFolderStore(landing)
+    wh = DuckDBWarehouse(f"duckdb:///{db}")
+    try:
+        outcomes = list(wh.load([LoadItem(store.stat(n), SOURCE_COLUMN_NAMES) for n in names], store))
+    finally:
+        wh.close()
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]

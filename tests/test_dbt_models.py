@@ -12,16 +12,19 @@ Load 1 (latest event date D = 2020-01-31). Purchasers, with their purchases:
   304   12-16: 40                                               D-46  46    at_risk
   305   09-03: 10, 10-01: 10, 11-01: 15, 12-02: 15              D-60  60    at_risk
   306   10-01, 10-15, 11-01, 11-15, 12-01: 18 each              D-61  61    churned
-  307   11-22: 10 (and a view on 01-21: active 10 days ago)     D-70  70    active
+  307   11-22: 10 (and a view on 01-21: active 10 days ago)     D-70  70    at_risk
   308   10-03, 11-03, 12-03, 01-03: 15; 01-20: 20; 01-31: 20    D     0     active
   309   09-25: 40, 01-26: 40                                    D-5   5     active
   310   11-02: 60                                               D-90  90    churned
+Statuses (estore-analytics' rule): churned when BOTH days since the last purchase and since the
+last activity exceed 60; else at_risk / declining when days since the last purchase exceed 45 / 30.
+307 bought 70 days ago but was active 10 days ago: not churned, at_risk.
 RFM (10 purchasers, two per quintile; ties by user_id):
   recency order (oldest first) 310 307 | 306 305 | 304 303 | 302 301 | 309 308 -> R 1..5
   purchase counts 1,1,1,1,1 (301 302 304 307 310), 2 (309), 3 (303), 4 (305), 5 (306), 6 (308);
-  percent_rank = (rank-1)/9 -> 0 | 5/9 | 6/9 | 7/9 | 8/9 | 1 -> F 1 | 3 | 4 | 4 | 5 | 5
+  percent_rank = (rank-1)/9 -> 0 | 5/9 | 6/9 | 7/9 | 8/9 | 1 -> F 1 | 3 | 4 | 4 | 5 | 5 (buckets [0,.2) .. [.8,1])
   revenue 10 (307) 20 (301) | 30 (302) 40 (304) | 50 (305) 60 (310) | 70 (303) 80 (309) | 90 (306) 100 (308)
-Churn: last first-purchase date 2020-01-01 (301); eligible first purchases <= 2019-10-03:
+Churn (metrics_churn): last first-purchase date 2020-01-01 (301); eligible first purchases <= 2019-10-03:
   303 (09-17 -> 12-17 = 91 days: kept), 305 (09-03 -> 12-02 = 90: churned), 309 (kept),
   306 (10-01, churned), 308 (10-03, exactly 90 days before: eligible; kept).
 Load 2: 304 buys 40 on 2020-01-20 (late file for an existing day), 401 views on 2020-02-02 (new
@@ -36,12 +39,12 @@ from __future__ import annotations
 import math
 import shutil
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from estore_ops.schema import SOURCE_COLUMN_NAMES
 from estore_ops.backends.stores.local import LocalFolderStore
 from estore_ops.analytics.transform import (
     DbtRunResult,
@@ -50,26 +53,16 @@ from estore_ops.analytics.transform import (
     run_dbt,
     write_profile,
 )
-from estore_ops.backends.warehouses.base import LoadItem
 from estore_ops.backends.warehouses.duckdb import DuckDBWarehouse
-from tests.helpers import csv_bytes
+from tests.helpers import csv_bytes, load_into_duckdb
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dbt"
 PROJECT = default_project_dir()
 MARTS = ["fct_events", "fct_sessions", "dim_users", "dim_categories", "dim_products", "dim_user_rfm", "metrics_churn"]
+MODELS = {"stg_events", "int_change_log", "int_events_deduped", "int_product_facts", *MARTS}
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def _load(db: Path, landing: Path, names: list[str]) -> None:
-    store = LocalFolderStore(landing)
-    wh = DuckDBWarehouse(f"duckdb:///{db}")
-    try:
-        outcomes = list(wh.load([LoadItem(store.stat(n), SOURCE_COLUMN_NAMES) for n in names], store))
-    finally:
-        wh.close()
-    assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
-
-
 def _outlier_csv() -> bytes:
     """User 405: 201 views one minute apart in one session; user 406: 200 (the ratio limit)."""
     lines = []
@@ -134,7 +127,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> dict:
         return _ok(run_dbt(project_dir=PROJECT, target=target, work_dir=work, command=command, quiet=True, **kw))
 
     out: dict = {"db": db, "work": work, "target": target}
-    _load(db, landing, ["events_load1.csv", "events_outliers.csv", "events_reload.csv"])
+    load_into_duckdb(db, landing, ["events_load1.csv", "events_outliers.csv", "events_reload.csv"])
     out["build1"] = dbt("build")
     out["p1"] = {m: _table(db, m) for m in MARTS}
     out["p1_stg_count"] = _query(db, "SELECT count(*) FROM staging.stg_events")[0][0]
@@ -145,11 +138,11 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for name in load2:
         shutil.copy(FIXTURES / name, landing / name)
     (landing / "events_reload.csv").write_bytes((FIXTURES / "events_load2_reload.csv").read_bytes())
-    _load(db, landing, [*load2, "events_reload.csv"])
+    load_into_duckdb(db, landing, [*load2, "events_reload.csv"])
     out["build2"] = dbt("build")
     out["p2"] = {m: _table(db, m) for m in MARTS}
     run_sql = work / "dbt" / "target" / "run" / "estore_ops" / "models" / "marts"
-    out["p2_run_sql"] = {m: (run_sql / f"{m}.sql").read_text() for m in ("fct_events", "dim_users")}
+    out["p2_run_sql"] = {m: (run_sql / f"{m}.sql").read_text() for m in ("fct_events", "fct_sessions")}
     out["snap2"] = dbt("snapshot")
     out["p2_snap_rfm"] = _table(db, "snap_user_rfm", "snapshots")
     out["p2_snap_status"] = _table(db, "snap_user_status", "snapshots")
@@ -163,8 +156,8 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_build_runs_models_and_tests_but_not_snapshots(flow):
     build = flow["build1"]
     kinds = {n.kind for n in build.nodes}
-    assert kinds == {"model", "test"}
-    assert {n.name for n in build.nodes if n.kind == "model"} == {"stg_events", *MARTS}
+    assert kinds == {"model", "test", "unit_test"}
+    assert {n.name for n in build.nodes if n.kind == "model"} == MODELS
     assert sum(n.kind == "test" for n in build.nodes) > 50
     assert all(n.status in ("success", "pass") for n in build.nodes)
     assert set(build.artifacts) == {"run_results", "manifest"}
@@ -190,10 +183,11 @@ def test_cleaning_dedup_multibrand_and_missing_ids(flow):
     assert {e["brand"] for e in events if e["product_id"] == "1002"} == {"lg"}
     assert all(isinstance(e["user_id"], str) and isinstance(e["product_id"], str) for e in events)
     purchase = next(e for e in events if e["user_id"] == "301")
-    assert purchase["is_purchase"] and not purchase["is_view"] and purchase["revenue"] == 20.0
+    assert (purchase["is_purchase"], purchase["is_cart_add"], purchase["is_view"]) == (1, 0, 0)
+    assert purchase["revenue"] == Decimal("20.00") == purchase["price"]
     assert purchase["quantity"] == 1 and purchase["event_date"] == date(2020, 1, 1)
     view = next(e for e in events if e["user_id"] == "307" and e["event_type"] == "view")
-    assert view["revenue"] is None and view["is_view"] and view["category_code"] == "sport.ski"
+    assert view["revenue"] is None and view["is_view"] == 1 and view["category_code"] == "sport.ski"
 
 
 # -- sessions -----------------------------------------------------------------------------------
@@ -204,21 +198,22 @@ def test_sessions_split_strictly_above_the_timeout(flow):
     # 13:30:01 splits again.
     assert set(gap) == {"sess-gap", "sess-gap_timeout_1", "sess-gap_timeout_2"}
     first, second, third = gap["sess-gap"], gap["sess-gap_timeout_1"], gap["sess-gap_timeout_2"]
-    assert (first["event_count"], first["session_length_seconds"], first["distinct_products"]) == (2, 3600, 2)
-    assert (second["event_count"], second["session_length_seconds"], second["distinct_products"]) == (2, 1799, 1)
-    assert (third["event_count"], third["session_length_seconds"]) == (1, 0)
+    assert (first["event_count"], first["session_length"], first["unique_product_count"]) == (2, 3600, 2)
+    assert (second["event_count"], second["session_length"], second["unique_product_count"]) == (2, 1799, 1)
+    assert (third["event_count"], third["session_length"]) == (1, 0)
     assert first["funnel_stage"] == "view" and second["funnel_stage"] == "cart" and third["funnel_stage"] == "view"
-    assert second["reached_view"] and second["reached_cart"] and not second["reached_purchase"]
-    assert first["session_start"] == datetime(2020, 1, 10, 10, 0, tzinfo=first["session_start"].tzinfo)
-    assert first["session_date"] == date(2020, 1, 10) and first["user_id"] == "401"
+    assert (second["reached_view"], second["reached_cart"], second["reached_purchase"]) == (1, 1, 0)
+    assert first["session_start_time"] == datetime(2020, 1, 10, 10, 0, tzinfo=first["session_start_time"].tzinfo)
+    assert first["session_start_date"] == date(2020, 1, 10) and first["user_id"] == "401"
+    assert first["total_revenue"] is None  # no purchase: NULL revenue, as in estore-analytics
 
     checkout = sessions["s308f"]
-    assert (checkout["views"], checkout["cart_additions"], checkout["purchases"]) == (1, 1, 1)
-    assert checkout["revenue"] == 20.0 and checkout["funnel_stage"] == "purchase"
-    assert checkout["reached_view"] and checkout["reached_cart"] and checkout["reached_purchase"]
+    assert (checkout["view_count"], checkout["cart_additions"], checkout["purchase_count"]) == (1, 1, 1)
+    assert checkout["total_revenue"] == Decimal("20.00") and checkout["funnel_stage"] == "purchase"
+    assert (checkout["reached_view"], checkout["reached_cart"], checkout["reached_purchase"]) == (1, 1, 1)
     assert sessions["s402a"]["event_count"] == 2  # duplicates and dropped rows gone
     assert sessions["s402b"]["funnel_stage"] == "no_activity"
-    assert sessions["s405a"]["event_count"] == 201 and sessions["s405a"]["session_length_seconds"] == 200 * 60
+    assert sessions["s405a"]["event_count"] == 201 and sessions["s405a"]["session_length"] == 200 * 60
     assert len(sessions) == 37
 
 
@@ -228,7 +223,7 @@ def test_activity_status_thresholds(flow):
     expected = {
         "301": (30, 30, "active"), "302": (31, 31, "declining"), "303": (45, 45, "declining"),
         "304": (46, 46, "at_risk"), "305": (60, 60, "at_risk"), "306": (61, 61, "churned"),
-        "307": (10, 70, "active"),  # purchase 70 days ago, but active 10 days ago: not churned
+        "307": (10, 70, "at_risk"),  # purchase 70 days ago, but active 10 days ago: not churned
         "308": (0, 0, "active"), "309": (5, 5, "active"), "310": (90, 90, "churned"),
         "401": (21, None, "prospect"), "402": (15, None, "prospect"),
         "405": (26, None, "prospect"), "406": (25, None, "prospect"), "407": (18, None, "prospect"),
@@ -236,7 +231,8 @@ def test_activity_status_thresholds(flow):
     }
     got = {u: (r["days_since_last_activity"], r["days_since_last_purchase"], r["activity_status"]) for u, r in users.items()}
     assert got == expected
-    assert {u for u, r in users.items() if r["is_churned"]} == {"306", "310"}
+    assert {u for u, r in users.items() if r["is_churned"] == 1} == {"306", "310"}
+    assert {r["is_churned"] for r in users.values()} == {0, 1}
     assert {u for u, r in users.items() if r["has_purchase_history"]} == {str(u) for u in range(301, 311)}
 
 
@@ -244,20 +240,21 @@ def test_user_metrics(flow):
     users = _by(flow["p1"]["dim_users"], "user_id")
     u = users["308"]
     assert (u["session_count"], u["event_count"], u["purchase_count"]) == (6, 8, 6)
-    assert u["total_revenue"] == 100.0 == u["customer_ltv"]
-    assert u["avg_order_value"] == pytest.approx(16.67)
+    assert u["total_revenue"] == Decimal("100.00") == u["customer_ltv"]
+    assert u["avg_order_value"] == Decimal("16.67")  # 100 / 6 = 16.666..., to the cent
     assert (u["first_purchase_date"], u["last_purchase_date"]) == (date(2019, 10, 3), date(2020, 1, 31))
     assert u["customer_lifespan_days"] == 120
     assert (u["first_event_date"], u["last_event_date"]) == (date(2019, 10, 3), date(2020, 1, 31))
     assert users["301"]["customer_lifespan_days"] == 1  # one purchase: at least 1 day
     assert users["309"]["customer_lifespan_days"] == 123
-    p = users["401"]
-    assert (p["session_count"], p["event_count"], p["purchase_count"], p["total_revenue"]) == (3, 5, 0, 0.0)
-    assert p["avg_order_value"] is None and p["customer_lifespan_days"] == 0 and p["first_purchase_date"] is None
+    p = users["401"]  # a prospect: no revenue (NULL, as in estore-analytics), no lifespan
+    assert (p["session_count"], p["event_count"], p["purchase_count"], p["total_revenue"]) == (3, 5, 0, None)
+    assert p["avg_order_value"] is None and p["customer_lifespan_days"] is None and p["first_purchase_date"] is None
+    assert p["customer_ltv"] is None and p["has_purchase_history"] is False
     flags = {k: r["data_quality_flag"] for k, r in users.items()}
     assert flags["405"] == "anomalous_session_ratio"  # 201 events in 1 session > 200
-    assert flags["406"] == "ok"  # exactly 200
-    assert set(flags.values()) == {"ok", "anomalous_session_ratio"}
+    assert flags["406"] is None  # exactly 200
+    assert set(flags.values()) == {None, "anomalous_session_ratio"}
     assert len(users) == 16
 
 
@@ -308,38 +305,42 @@ def test_rfm_scores_and_segments(flow):
 def test_churn_cohorts(flow):
     rows = flow["p1"]["metrics_churn"]
     got = {
-        r["cohort"]: (r["cohort_type"], r["cohort_start"], r["cohort_end"], r["total_customers"], r["churned_customers"])
+        (r["metric_level"], r["time_period"]): (r["cohort_start"], r["cohort_end"], r["total_customers"], r["churned_customers"])
         for r in rows
     }
     assert got == {
-        "overall": ("overall", date(2019, 9, 3), date(2019, 10, 3), 5, 2),
-        "2019-09": ("month", date(2019, 9, 3), date(2019, 9, 25), 3, 1),
-        "2019-10": ("month", date(2019, 10, 1), date(2019, 10, 3), 2, 1),
+        ("cohort_overall", "all_eligible_cohorts"): (date(2019, 9, 3), date(2019, 10, 3), 5, 2),
+        ("by_cohort_month", "2019-09-01"): (date(2019, 9, 3), date(2019, 9, 25), 3, 1),
+        ("by_cohort_month", "2019-10-01"): (date(2019, 10, 1), date(2019, 10, 3), 2, 1),
     }
-    rates = {r["cohort"]: r["churn_rate"] for r in rows}
-    assert rates == {"overall": 0.4, "2019-09": pytest.approx(0.3333), "2019-10": 0.5}
+    rates = {r["time_period"]: r["churn_rate"] for r in rows}
+    assert rates == {"all_eligible_cohorts": 0.4, "2019-09-01": 0.3333, "2019-10-01": 0.5}
 
 
 # -- categories and products --------------------------------------------------------------------
 def test_categories_and_products(flow):
-    cats = _by(flow["p1"]["dim_categories"], "category_code")
-    assert set(cats) == {
-        "electronics.smartphone", "appliances.kitchen.refrigerators",
-        "computers.peripherals.mouse.wireless", "sport.bicycle", "sport.ski",
+    # one row per category id (estore-analytics' grain), with or without a code
+    cats = _by(flow["p1"]["dim_categories"], "raw_category_id")
+    assert {k: c["category_code"] for k, c in cats.items()} == {
+        "2001": "electronics.smartphone", "2002": "appliances.kitchen.refrigerators",
+        "2003": "computers.peripherals.mouse.wireless", "2004": None, "2005": "sport.bicycle",
+        "2006": "sport.ski", "2007": None,
     }
-    c = cats["computers.peripherals.mouse.wireless"]
-    assert (c["category_level_1"], c["category_level_2"], c["category_level_3"], c["category_level_4"]) == (
+    c = cats["2003"]
+    assert (c["category_lvl_1"], c["category_lvl_2"], c["category_lvl_3"], c["category_lvl_4"]) == (
         "computers", "peripherals", "mouse", "wireless")
-    s = cats["sport.ski"]
-    assert (s["category_level_1"], s["category_level_2"], s["category_level_3"], s["category_level_4"]) == (
+    s = cats["2006"]
+    assert (s["category_lvl_1"], s["category_lvl_2"], s["category_lvl_3"], s["category_lvl_4"]) == (
         "sport", "ski", None, None)
+    assert cats["2004"]["category_lvl_1"] is None
     products = _by(flow["p1"]["dim_products"], "product_id")
     assert set(products) == {"1001", "1002", "1003", "1004", "1005", "1006"}
-    bike = products["1005"]  # two bicycle events, one ski event
+    bike = products["1005"]  # (stels, 2005) twice, (stels, 2006) once: the most frequent pair wins
     assert (bike["brand"], bike["category_code"], bike["category_id"]) == ("stels", "sport.bicycle", "2005")
-    assert (bike["category_level_1"], bike["category_level_2"]) == ("sport", "bicycle")
+    assert (bike["category_lvl_1"], bike["category_lvl_2"]) == ("sport", "bicycle")
     assert products["1001"]["brand"] == "samsung"
     assert products["1004"]["brand"] is None and products["1004"]["category_code"] is None
+    assert (products["1002"]["min_price"], products["1002"]["max_price"]) == (Decimal("15.00"), Decimal("40.00"))
 
 
 # -- second load, incremental ------------------------------------------------------------------
@@ -354,7 +355,7 @@ def test_incremental_build_picks_up_late_and_new_days_without_duplicates(flow):
     users = _by(flow["p2"]["dim_users"], "user_id")
     u = users["304"]
     assert (u["purchase_count"], u["total_revenue"], u["last_purchase_date"], u["activity_status"]) == (
-        2, 80.0, date(2020, 1, 20), "active")
+        2, Decimal("80.00"), date(2020, 1, 20), "active")
     # the new latest day moves everybody's day counts, touched by load 2 or not
     assert users["301"]["days_since_last_activity"] == 32 and users["301"]["activity_status"] == "declining"
     assert users["305"]["activity_status"] == "churned" and users["303"]["activity_status"] == "at_risk"
@@ -368,15 +369,59 @@ def test_incremental_build_picks_up_late_and_new_days_without_duplicates(flow):
     assert not any(e["event_date"] in (date(2020, 1, 13), date(2020, 2, 1)) for e in events)
     assert not any(e["product_id"] == "1006" for e in events)
     assert "1006" not in _by(flow["p2"]["dim_products"], "product_id")
-    # the incremental path was taken: fct_events replaced affected days, dim_users merged
-    fct_sql, users_sql = flow["p2_run_sql"]["fct_events"].lower(), flow["p2_run_sql"]["dim_users"].lower()
-    assert "delete from" in fct_sql and "event_date" in fct_sql and "insert into" in fct_sql
-    assert "merge into" in users_sql
+    # the incremental path was taken: fct_events replaced the changed days (the late 01-20 file,
+    # the new 02-02, the duplicate's 01-31, the reloaded file's 01-12..01-14, the conflict's 02-01),
+    # fct_sessions the user_sessions on them
+    fct_sql, sessions_sql = flow["p2_run_sql"]["fct_events"].lower(), flow["p2_run_sql"]["fct_sessions"].lower()
+    replaced = "event_date in (date '2020-01-12', date '2020-01-13', date '2020-01-14', date '2020-01-20', " \
+               "date '2020-01-31', date '2020-02-01', date '2020-02-02')"
+    assert f"where {replaced}" in " ".join(fct_sql.split())
+    assert "delete from" in fct_sql and "insert into" in fct_sql
+    assert "delete from" in sessions_sql and "user_session in" in sessions_sql
 
 
 def test_incremental_equals_full_refresh(flow):
     for model in MARTS:
         assert _normalised(flow["p2"][model]) == _normalised(flow["p3"][model]), model
+
+
+def shared_session_reload(root: Path, project: Path = PROJECT) -> tuple[dict, dict, dict]:
+    """The case the issue reported: user_session 'shared' starts with user 701's view (file a.csv),
+    then user 702 goes on in it (file b.csv). a.csv is reloaded without that first view (701 keeps
+    one event, in a session of its own): the session now belongs to 702. Returns dim_users
+    (user -> (session_count, data_quality_flag)) before the reload, after the incremental run and
+    after a full refresh."""
+    landing, db = root / "landing", root / "warehouse.duckdb"
+    landing.mkdir(parents=True)
+    row = "2020-03-0{day} {time} UTC,view,1001,2001,electronics.smartphone,samsung,10.00,{user},{session}"
+    (landing / "a.csv").write_bytes(csv_bytes([row.format(day=2, time="10:00:00", user=701, session="shared"),
+                                               row.format(day=3, time="09:00:00", user=701, session="own701")]))
+    (landing / "b.csv").write_bytes(csv_bytes([row.format(day=2, time="10:05:00", user=702, session="shared"),
+                                               row.format(day=2, time="10:10:00", user=702, session="shared")]))
+    target = {"type": "duckdb", "path": str(db), "threads": 2, "schema": "main"}
+
+    def users() -> dict:
+        rows = _query(db, "SELECT user_id, session_count, data_quality_flag FROM marts.dim_users WHERE user_id IN ('701', '702')")
+        return {u: (count, flag) for u, count, flag in rows}
+
+    load_into_duckdb(db, landing, ["a.csv", "b.csv"])
+    _ok(run_dbt(project_dir=project, target=target, work_dir=root / "work", command="build", no_test=True, quiet=True))
+    before = users()
+    (landing / "a.csv").write_bytes(csv_bytes([row.format(day=3, time="09:00:00", user=701, session="own701")]))
+    load_into_duckdb(db, landing, ["a.csv"])
+    _ok(run_dbt(project_dir=project, target=target, work_dir=root / "work", command="build", no_test=True, quiet=True))
+    incremental = users()
+    _ok(run_dbt(project_dir=project, target=target, work_dir=root / "work", command="build", no_test=True, quiet=True,
+                full_refresh=True))
+    return before, incremental, users()
+
+
+def test_reload_removing_the_first_event_of_a_shared_session_moves_its_owner(tmp_path):
+    """Regression (issue 14): dim_users.session_count of the new owner stayed 0 after such a reload
+    until a --full-refresh, because neither of 702's days nor 702's rows had changed."""
+    before, incremental, full_refresh = shared_session_reload(tmp_path)
+    assert before == {"701": (2, None), "702": (0, "missing_sessions")}  # 701 started 'shared': it is 701's
+    assert incremental == full_refresh == {"701": (1, None), "702": (1, None)}
 
 
 # -- snapshots ----------------------------------------------------------------------------------
@@ -479,10 +524,12 @@ def test_headline_report_reads_the_marts(flow):
         wh.close()
     rfm = [(r["segment"], r["customers"], r["revenue"]) for r in report["rfm_segments"]]
     assert rfm == [  # after load 2, ordered by revenue (total 590 over 10 purchasers)
-        ("Loyal Customers", 2, 160.0), ("Champions", 1, 100.0), ("At Risk", 1, 90.0),
-        ("Potential Loyalists", 1, 70.0), ("Needs Attention", 1, 60.0), ("About To Sleep", 1, 50.0),
-        ("Promising", 1, 30.0), ("Recent Customers", 1, 20.0), ("Lost", 1, 10.0),
+        ("Loyal Customers", 2, Decimal("160.00")), ("Champions", 1, Decimal("100.00")), ("At Risk", 1, Decimal("90.00")),
+        ("Potential Loyalists", 1, Decimal("70.00")), ("Needs Attention", 1, Decimal("60.00")),
+        ("About To Sleep", 1, Decimal("50.00")), ("Promising", 1, Decimal("30.00")),
+        ("Recent Customers", 1, Decimal("20.00")), ("Lost", 1, Decimal("10.00")),
     ]
+    assert all(isinstance(r["revenue"], Decimal) for r in report["rfm_segments"])
     top = report["rfm_segments"][0]
     assert top["customer_share"] == 0.2 and top["revenue_share"] == pytest.approx(160 / 590, abs=1e-4)
 
@@ -495,7 +542,8 @@ def test_headline_report_reads_the_marts(flow):
     assert f["purchase_rate"] == round(26 / 37, 4)
 
     churn = report["churn"]
-    assert [(r["cohort"], r["customers"], r["churned"], r["churn_rate"]) for r in churn] == [
-        ("overall", 5, 2, 0.4), ("2019-09", 3, 1, 0.3333), ("2019-10", 2, 1, 0.5),
+    assert [(r["metric_level"], r["time_period"], r["customers"], r["churned"], r["churn_rate"]) for r in churn] == [
+        ("cohort_overall", "all_eligible_cohorts", 5, 2, 0.4),
+        ("by_cohort_month", "2019-09-01", 3, 1, 0.3333), ("by_cohort_month", "2019-10-01", 2, 1, 0.5),
     ]
     assert churn[0]["cohort_start"] == "2019-09-03"

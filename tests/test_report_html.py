@@ -54,7 +54,11 @@ def _embedded(page: Path) -> dict[str, Any]:
 
 
 def _cents(value: Any) -> Decimal:
-    return Decimal(repr(float(value))).quantize(Decimal("0.01")) if not isinstance(value, Decimal) else value.quantize(Decimal("0.01"))
+    """Money in the marts is exact (DECIMAL(18,2)): the page must show it unchanged, to the cent."""
+    if value is None:
+        return Decimal("0.00")
+    assert isinstance(value, Decimal), f"money came back as {type(value).__name__}: {value!r}"
+    return value
 
 
 def _rate(part: int, whole: int) -> str:
@@ -71,7 +75,7 @@ def test_numbers_on_the_page_equal_the_marts(built) -> None:
 
         events, revenue, first, last = one("select count(*), sum(revenue), min(event_date), max(event_date) from marts.fct_events")
         users, buyers = one("select count(*), count(*) filter (where purchase_count > 0) from marts.dim_users")
-        sessions, purchased = one("select count(*), count(*) filter (where reached_purchase) from marts.fct_sessions")
+        sessions, purchased = one("select count(*), count(*) filter (where reached_purchase = 1) from marts.fct_sessions")
         h = data["headline"]
         assert (h["events"], h["users"], h["buyers"], h["sessions"]) == (events, users, buyers, sessions)
         assert Decimal(h["revenue"]) == _cents(revenue) and (h["first_day"], h["last_day"]) == (str(first), str(last))
@@ -79,24 +83,27 @@ def test_numbers_on_the_page_equal_the_marts(built) -> None:
 
         daily = con.execute("select event_date, count(*), sum(revenue) from marts.fct_events group by 1 order by 1").fetchall()
         assert [(d["day"], d["events"], Decimal(d["revenue"])) for d in data["daily"]] == [
-            (str(day), n, _cents(r or 0)) for day, n, r in daily]
+            (str(day), n, _cents(r)) for day, n, r in daily]
 
         rfm = dict(((s, (n, _cents(r))) for s, n, r in con.execute(
             "select rfm_segment, count(*), sum(total_revenue) from marts.dim_user_rfm group by 1").fetchall()))
         assert {r["segment"]: (r["customers"], Decimal(r["revenue"])) for r in data["rfm"]} == rfm
         assert sum(Decimal(r["revenue_share"]) for r in data["rfm"]) == pytest.approx(Decimal(1), abs=Decimal("0.001"))
 
-        viewed, carted = one("select count(*) filter (where reached_view), count(*) filter (where reached_cart) from marts.fct_sessions")
+        viewed, carted = one("select count(*) filter (where reached_view = 1), count(*) filter (where reached_cart = 1) from marts.fct_sessions")
         assert [(f["stage"], f["sessions"]) for f in data["funnel"]] == [
             ("All sessions", sessions), ("Viewed a product", viewed), ("Added to cart", carted), ("Purchased", purchased)]
 
-        churn = con.execute("select cohort, total_customers, churned_customers from marts.metrics_churn").fetchall()
+        churn = con.execute("select time_period, total_customers, churned_customers from marts.metrics_churn").fetchall()
         assert {(c["cohort"], c["customers"], c["churned"]) for c in [data["churn_overall"], *data["churn"]]} == set(churn)
         assert len(data["churn"]) >= 2  # cohorts to draw
+        # named as the text report names them: the overall row, then months ('2019-10', not '2019-10-01')
+        assert data["churn_overall"]["label"] == "all eligible"
+        assert all(c["label"] == c["cohort"][:7] and len(c["label"]) == 7 for c in data["churn"])
 
         for key, column in (("categories", "category_code"), ("brands", "brand")):
             top = con.execute(
-                f"select {column}, sum(revenue) as r from marts.fct_events where is_purchase and {column} is not null "
+                f"select {column}, sum(revenue) as r from marts.fct_events where is_purchase = 1 and {column} is not null "
                 f"group by 1 order by r desc, 1 limit 10").fetchall()
             assert [(t["name"], Decimal(t["revenue"])) for t in data[key]] == [(n, _cents(r)) for n, r in top], key
     finally:
@@ -110,6 +117,7 @@ def test_numbers_on_the_page_equal_the_marts(built) -> None:
     text = page.read_text()
     assert f'data-key="events">{h["events"]:,}<' in text and f'data-key="revenue">{Decimal(h["revenue"]):,.2f}<' in text
     assert "2020-Feb-late.csv" in text
+    assert "<td>all eligible</td>" in text and f'<td>{data["churn"][0]["label"]}</td>' in text
 
 
 def test_page_is_self_contained_small_and_accessible(built) -> None:

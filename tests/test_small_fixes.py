@@ -34,15 +34,17 @@ def test_report_before_any_transform_says_to_run_transform(ws: Workspace) -> Non
 
 
 def _marts_with_nan(db: Path) -> None:
-    """Marts as a transform over NaN prices (loaded before the domain checks existed) left them."""
+    """Marts as a transform over NaN prices (loaded before the domain checks existed) left them:
+    DOUBLE money (exact decimals came later), with the contract's column names."""
     con = duckdb.connect(str(db))
     try:
         con.execute("CREATE SCHEMA IF NOT EXISTS marts")
         con.execute("CREATE TABLE marts.dim_user_rfm AS SELECT * FROM (VALUES ('champions', 'nan'::DOUBLE), "
                     "('loyal', 10.0), ('lost', 'inf'::DOUBLE)) AS t(rfm_segment, total_revenue)")
-        con.execute("CREATE TABLE marts.fct_sessions AS SELECT true AS reached_view, false AS reached_cart, "
-                    "false AS reached_purchase")
-        con.execute("CREATE TABLE marts.metrics_churn AS SELECT 'overall' AS cohort, 'overall' AS cohort_type, "
+        con.execute("CREATE TABLE marts.fct_sessions AS SELECT 1 AS reached_view, 0 AS reached_cart, "
+                    "0 AS reached_purchase")
+        con.execute("CREATE TABLE marts.metrics_churn AS SELECT 'cohort_overall' AS metric_level, "
+                    "'all_eligible_cohorts' AS time_period, "
                     "DATE '2019-10-01' AS cohort_start, DATE '2019-10-31' AS cohort_end, 'nan'::DOUBLE AS total_customers, "
                     "1 AS churned_customers")
     finally:

@@ -88,17 +88,20 @@ def changed_project(tmp: Path, edits: dict[str, list[tuple[str, str]]]) -> Path:
     return project
 
 
-# dim_users as a later version might build it: exact money, a 0/1 flag.
-EXACT_MONEY = {"models/marts/dim_users.sql": [
-    ("    total_revenue as customer_ltv,", "    cast(total_revenue as decimal(18, 2)) as customer_ltv,"),
-    ("    (purchase_count > 0\n        and days_since_last_purchase > {{ churn_days }}\n"
-     "        and days_since_last_activity > {{ churn_days }}) as is_churned,",
-     "    case when purchase_count > 0\n        and days_since_last_purchase > {{ churn_days }}\n"
-     "        and days_since_last_activity > {{ churn_days }} then 1 else 0 end as is_churned,"),
-]}
-MANUAL = {"models/marts/dim_users.sql": [
-    *EXACT_MONEY["models/marts/dim_users.sql"],
-    ("    on_schema_change='fail',", "    on_schema_change='fail',\n    meta={'estore_ops': {'full_refresh': 'manual'}},"),
+# What a later version might change: wider money in fct_sessions (an incremental model on DuckDB) and,
+# in dim_users (a table, read by snap_user_status), wider money and a flag as a BOOLEAN.
+SESSIONS_MONEY = ("{{ estore_ops.money('sum(revenue)') }} as total_revenue", "cast(sum(revenue) as decimal(20, 2)) as total_revenue")
+WIDER = {
+    "models/marts/fct_sessions.sql": [SESSIONS_MONEY],
+    "models/marts/dim_users.sql": [
+        ("{{ estore_ops.money('revenue_sum') }} as customer_ltv,", "cast(revenue_sum as decimal(20, 2)) as customer_ltv,"),
+        ("             and days_since_last_activity > {{ churn_days }} then 1\n        else 0\n    end as is_churned,",
+         "             and days_since_last_activity > {{ churn_days }} then true\n        else false\n    end as is_churned,"),
+    ],
+}
+MANUAL = {"models/marts/fct_sessions.sql": [
+    SESSIONS_MONEY,
+    ("'replace': 'sessions'},", "'replace': 'sessions', 'estore_ops': {'full_refresh': 'manual'}},"),
 ]}
 
 
@@ -371,29 +374,31 @@ def test_a_load_never_rewrites_bigquery_raw_events_on_its_own(monkeypatch: pytes
 def test_a_model_whose_columns_changed_is_rebuilt_before_the_build_and_snapshots_keep_history(
     base: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    project = changed_project(tmp_path, EXACT_MONEY)
+    project = changed_project(tmp_path, WIDER)
     snapshot_before = query(base["root"], "SELECT * FROM snapshots.snap_user_status ORDER BY user_id, dbt_valid_from")
 
-    # Without the check, dbt stops halfway: fct_events is built, then dim_users fails on its schema.
+    # Without the check, dbt stops halfway: fct_events is built, then fct_sessions fails on its schema.
     bare = copy_deployment(base["root"], tmp_path / "bare")
     target = {"type": "duckdb", "path": str(bare / "warehouse.duckdb"), "threads": 2, "schema": "main"}
     failed = run_dbt(project_dir=project, target=target, work_dir=bare / "work", command="build", no_test=True, quiet=True)
     assert not failed.ok
     assert {n.name: n.status for n in failed.nodes}["fct_events"] == "success"
-    assert "dim_users" in (failed.error or "") and "out of sync" in " ".join(n.message or "" for n in failed.failed_nodes)
+    assert "fct_sessions" in (failed.error or "") and "out of sync" in " ".join(n.message or "" for n in failed.failed_nodes)
 
-    # With it: dim_users is rebuilt in full first, and the build succeeds.
+    # With it: fct_sessions is rebuilt in full first, and the build succeeds.
     root = copy_deployment(base["root"], tmp_path / "upgraded")
     rt = runtime(root, base["landing"], dbt_project_dir=str(project))
     result = jobs.transform(rt, no_test=True)
     assert result.ok, result.error
-    assert len(result.notes) == 1 and "dim_users" in result.notes[0] and "customer_ltv" in result.notes[0]
+    assert len(result.notes) == 1 and "fct_sessions" in result.notes[0] and "total_revenue" in result.notes[0]
+    assert column_types(root, "marts", "fct_sessions")["total_revenue"] == "DECIMAL(20,2)"
     types = column_types(root, "marts", "dim_users")
-    assert (types["customer_ltv"], types["is_churned"]) == ("DECIMAL(18,2)", "INTEGER")
+    assert (types["customer_ltv"], types["is_churned"]) == ("DECIMAL(20,2)", "BOOLEAN")
     # The rebuilt model equals a fresh full build of the new code on the same data.
     fresh = copy_deployment(root, tmp_path / "fresh")
     assert jobs.transform(runtime(fresh, base["landing"], dbt_project_dir=str(project)), full_refresh=True, no_test=True).ok
-    assert query(root, "SELECT * FROM marts.dim_users ORDER BY user_id") == query(fresh, "SELECT * FROM marts.dim_users ORDER BY user_id")
+    for table, key in (("fct_sessions", "session_id"), ("dim_users", "user_id")):
+        assert query(root, f"SELECT * FROM marts.{table} ORDER BY {key}") == query(fresh, f"SELECT * FROM marts.{table} ORDER BY {key}")
 
     # The next transform does not compile the project again for the check (same code, tables match).
     monkeypatch.setattr(guard, "compile_manifest", lambda *a, **k: pytest.fail("checked again"))
@@ -405,20 +410,20 @@ def test_a_model_whose_columns_changed_is_rebuilt_before_the_build_and_snapshots
     target = {"type": "duckdb", "path": str(plain / "warehouse.duckdb"), "threads": 2, "schema": "main"}
     assert run_dbt(project_dir=project, target=target, work_dir=plain / "work", command="snapshot", quiet=True).ok
     kept = column_types(plain, "snapshots", "snap_user_status")
-    assert (kept["customer_ltv"], kept["is_churned"]) == ("FLOAT", "BOOLEAN")
+    assert (kept["customer_ltv"], kept["is_churned"]) == ("DECIMAL(18,2)", "INTEGER")
     # ...with it, the columns get the new types in place and the history is the same rows.
     snap = jobs.snapshot(rt.next_run())
     assert snap.ok and any("snap_user_status" in n for n in snap.notes)
     types = column_types(root, "snapshots", "snap_user_status")
-    assert (types["customer_ltv"], types["is_churned"]) == ("DECIMAL(18,2)", "INTEGER")
+    assert (types["customer_ltv"], types["is_churned"]) == ("DECIMAL(20,2)", "BOOLEAN")
     after = query(root, "SELECT * FROM snapshots.snap_user_status ORDER BY user_id, dbt_valid_from")
     cols = [c for c, in query(root, "SELECT column_name FROM information_schema.columns WHERE table_name = 'snap_user_status' ORDER BY ordinal_position")]
     assert len(after) == len(snapshot_before)  # no row closed, none added: nothing really changed
     ltv, churned, valid = cols.index("customer_ltv"), cols.index("is_churned"), (cols.index("dbt_valid_from"), cols.index("dbt_valid_to"))
     for old_row, new_row in zip(snapshot_before, after, strict=True):
         assert [new_row[i] for i in valid] == [old_row[i] for i in valid]
-        assert float(new_row[ltv]) == pytest.approx(old_row[ltv], abs=0.006)
-        assert new_row[churned] == int(old_row[churned])
+        assert new_row[ltv] == old_row[ltv]
+        assert new_row[churned] is bool(old_row[churned])
 
 
 def test_a_model_that_cannot_be_rebuilt_stops_the_build_before_it_starts(base: dict[str, Path], tmp_path: Path) -> None:
@@ -431,33 +436,34 @@ def test_a_model_that_cannot_be_rebuilt_stops_the_build_before_it_starts(base: d
     con.close()
     with pytest.raises(UpgradeRequiredError) as raised:
         jobs.transform(rt, no_test=True)
-    assert "estore-ops transform --full-refresh --select dim_users" in str(raised.value)
-    assert "customer_ltv: FLOAT -> DECIMAL(18,2)" in str(raised.value)
+    assert "estore-ops transform --full-refresh --select fct_sessions" in str(raised.value)
+    assert "total_revenue: DECIMAL(18,2) -> DECIMAL(20,2)" in str(raised.value)
     assert query(root, "SELECT count(*) FROM marts.fct_events WHERE _source_file = 'late.csv'") == [(0,)]
     plan = jobs.upgrade(rt.next_run(), dry_run=True, unit_dir=tmp_path / "units")
     models = next(s for s in plan.steps if s.name == "incremental models")
-    assert models.status == "action needed" and "--select dim_users" in models.left[0]
+    assert models.status == "action needed" and "--select fct_sessions" in models.left[0]
     # The named command works, and then the plain build does.
-    assert jobs.transform(rt.next_run(), select=["dim_users"], full_refresh=True, no_test=True).ok
+    assert jobs.transform(rt.next_run(), select=["fct_sessions"], full_refresh=True, no_test=True).ok
     assert jobs.transform(rt.next_run(), no_test=True).ok
     assert query(root, "SELECT count(*) > 0 FROM marts.fct_events WHERE _source_file = 'late.csv'") == [(True,)]
 
 
 def test_models_downstream_of_a_rebuilt_model_are_rebuilt_too(base: dict[str, Path], tmp_path: Path) -> None:
-    """fct_events now keeps exact prices: dim_users' columns do not change, but its sums were made from
-    the old prices, and an incremental run would recompute only the users whose events changed."""
+    """fct_events now builds revenue as a wider decimal: fct_sessions' columns do not change, but its
+    sums were made from the old revenue, and an incremental run would recompute only the sessions whose
+    events changed."""
     project = changed_project(tmp_path, {"models/marts/fct_events.sql": [
-        ("    price,\n    user_id,", "    cast(price as decimal(18, 2)) as price,\n    user_id,"),
         ("case when event_type = 'purchase' then price end as revenue",
-         "case when event_type = 'purchase' then cast(price as decimal(18, 2)) end as revenue"),
+         "case when event_type = 'purchase' then cast(price as decimal(20, 2)) end as revenue"),
     ]})
     root = copy_deployment(base["root"], tmp_path / "d")
     result = jobs.transform(runtime(root, base["landing"], dbt_project_dir=str(project)), no_test=True)
     assert result.ok, result.error
-    assert [n.split(":")[1].split("(")[0].strip() for n in result.notes] == ["dim_users", "fct_events"]
-    assert "reads fct_events, which is rebuilt in full" in result.notes[0]
-    assert "price: DOUBLE -> DECIMAL(18,2)" in result.notes[1]
-    assert column_types(root, "marts", "fct_events")["price"] == "DECIMAL(18,2)"
+    notes = {n.split(":")[1].split("(")[0].strip(): n for n in result.notes}
+    assert sorted(notes) == ["fct_events", "fct_sessions"]
+    assert "reads fct_events, which is rebuilt in full" in notes["fct_sessions"]
+    assert "revenue: DECIMAL(18,2) -> DECIMAL(20,2)" in notes["fct_events"]
+    assert column_types(root, "marts", "fct_events")["revenue"] == "DECIMAL(20,2)"
 
 
 def test_on_schema_change_decides_which_changes_dbt_handles() -> None:
@@ -497,19 +503,24 @@ def test_a_project_change_changes_the_fingerprint(tmp_path: Path) -> None:
 
 
 def test_upgrade_dry_run_of_a_changed_deployment_changes_nothing(base: dict[str, Path], tmp_path: Path) -> None:
-    project = changed_project(tmp_path, EXACT_MONEY)
+    project = changed_project(tmp_path, WIDER)
     root = copy_deployment(base["root"], tmp_path / "d")
     rt = runtime(root, base["landing"], dbt_project_dir=str(project))
     before = digests(root)
     result = jobs.upgrade(rt, dry_run=True, unit_dir=tmp_path / "units")
     assert digests(root) == before
     by_name = {s.name: s for s in result.steps}
-    assert by_name["incremental models"].would_do == ["rebuild dim_users in full from the raw events (dbt --full-refresh)"]
-    assert any("customer_ltv: FLOAT -> DECIMAL(18,2)" in f for f in by_name["snapshots"].found)
-    # And the real upgrade does it all in one go.
+    assert by_name["incremental models"].would_do == ["rebuild fct_sessions in full from the raw events (dbt --full-refresh)"]
+    assert any("customer_ltv: DECIMAL(18,2) -> DECIMAL(20,2)" in f for f in by_name["snapshots"].found)
+    # And the real upgrade does it: fct_sessions now; the snapshot columns whose source, dim_users, is a
+    # table (rebuilt by every transform) with the next snapshot after the next transform.
     done = jobs.upgrade(rt.next_run(), unit_dir=tmp_path / "units")
     assert done.ok, done.as_dict()
-    assert column_types(root, "snapshots", "snap_user_status")["customer_ltv"] == "DECIMAL(18,2)"
+    assert column_types(root, "marts", "fct_sessions")["total_revenue"] == "DECIMAL(20,2)"
+    assert any("the next `estore-ops snapshot` changes them in place" in f for f in
+               next(s for s in done.steps if s.name == "snapshots").found)
+    assert jobs.transform(rt.next_run(), no_test=True).ok and jobs.snapshot(rt.next_run()).ok
+    assert column_types(root, "snapshots", "snap_user_status")["customer_ltv"] == "DECIMAL(20,2)"
 
 
 # -- systemd units and Terraform --------------------------------------------------------------------------

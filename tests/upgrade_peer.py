@@ -27,10 +27,12 @@ from tests.helpers import HEADER, REPO, clean_env, event_lines, write_csv
 INSTALL_SCRIPT = REPO / "tests" / "tools" / "install-previous-release.sh"
 MARTS = ("fct_events", "fct_sessions", "dim_users", "dim_categories", "dim_products", "dim_user_rfm", "metrics_churn")
 SNAPSHOTS = ("snap_user_rfm", "snap_user_status")
-# Sort keys that make a table's rows comparable between two builds.
+# Sort keys that make a table's rows comparable between two builds: the marts contract's key first,
+# then the previous release's (dim_categories had one row per category_code, metrics_churn a cohort).
 MART_KEYS = {
-    "fct_events": "event_id", "fct_sessions": "session_id", "dim_users": "user_id", "dim_categories": "category_code",
-    "dim_products": "product_id", "dim_user_rfm": "user_id", "metrics_churn": "cohort",
+    "fct_events": ["event_id"], "fct_sessions": ["session_id"], "dim_users": ["user_id"],
+    "dim_categories": ["raw_category_id", "category_code"], "dim_products": ["product_id"], "dim_user_rfm": ["user_id"],
+    "metrics_churn": ["metric_level, time_period", "cohort"],
 }
 BAD_FILE = "2019-Sep-broken.csv"
 MAX_ATTEMPTS = 3
@@ -114,7 +116,10 @@ class Recorded:
         return [row for row in self.snapshots[snapshot] if row[valid_to] is None]
 
 
-def _table(con: duckdb.DuckDBPyConnection, relation: str, order: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+def _table(con: duckdb.DuckDBPyConnection, relation: str, order: str | list[str]) -> tuple[list[str], list[tuple[Any, ...]]]:
+    if isinstance(order, list):  # the first key whose (first) column the table has
+        columns = {d[0] for d in con.execute(f"SELECT * FROM {relation} LIMIT 0").description}
+        order = next(key for key in order if key.split(",")[0].strip() in columns)
     cur = con.execute(f"SELECT * FROM {relation} ORDER BY {order}")
     return [d[0] for d in cur.description], cur.fetchall()
 
@@ -128,7 +133,7 @@ def record(root: Path) -> Recorded:
         for name in SNAPSHOTS:
             snap_cols[name], snaps[name] = _table(con, f"snapshots.{name}", "user_id, dbt_valid_from")
         for name in MARTS:
-            mart_cols[name], marts[name] = _table(con, f"marts.{name}", f"{MART_KEYS[name]}")
+            mart_cols[name], marts[name] = _table(con, f"marts.{name}", MART_KEYS[name])
     finally:
         con.close()
     state = json.loads((root / "data" / "state" / "cursor.json").read_text())

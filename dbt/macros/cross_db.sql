@@ -57,14 +57,6 @@
 {% macro duckdb__month_start(d) -%}cast(date_trunc('month', {{ d }}) as date){%- endmacro %}
 {% macro bigquery__month_start(d) -%}date_trunc({{ d }}, month){%- endmacro %}
 
-{# 'YYYY-MM' label of a date. #}
-{% macro month_label(d) -%}
-    {{ return(adapter.dispatch('month_label', 'estore_ops')(d)) }}
-{%- endmacro %}
-{% macro default__month_label(d) -%}to_char({{ d }}, 'YYYY-MM'){%- endmacro %}
-{% macro duckdb__month_label(d) -%}strftime({{ d }}, '%Y-%m'){%- endmacro %}
-{% macro bigquery__month_label(d) -%}format_date('%Y-%m', {{ d }}){%- endmacro %}
-
 {# Part `n` (1-based) of a dotted path, NULL when missing or empty (split_part gives '' on some adapters). #}
 {% macro path_level(text, n) -%}
     nullif(trim({{ dbt.split_part(text, "'.'", n) }}), '')
@@ -80,16 +72,68 @@
     {{ dbt.hash(dbt.concat(casted)) }}
 {%- endmacro %}
 
-{#
-  Products that appear in the raw data with more than one non-null brand (compared
-  lower-cased): data errors, dropped from staging. Shared by stg_events and the
-  incremental logic of fct_events and dim_users.
-#}
-{% macro brand_conflict_products() -%}
-    select cast(product_id as {{ dbt.type_string() }}) as product_id
-    from {{ source('raw', 'events') }}
-    where product_id is not null
-      and nullif(trim(brand), '') is not null
-    group by product_id
-    having count(distinct lower(trim(brand))) > 1
+{#-
+  Money: an exact decimal with cents, DECIMAL(18,2) on DuckDB and NUMERIC on BigQuery, so sums
+  are exact to the cent (a 32-bit or 64-bit float is not).
+-#}
+{% macro money_type() -%}
+    {{ return(adapter.dispatch('money_type', 'estore_ops')()) }}
 {%- endmacro %}
+{% macro default__money_type() -%}decimal(18,2){%- endmacro %}
+{% macro bigquery__money_type() -%}numeric{%- endmacro %}
+
+{% macro money(expr) -%}cast({{ expr }} as {{ estore_ops.money_type() }}){%- endmacro %}
+
+{#-
+  A raw FLOAT price as money: the float is first taken to 9 decimals (what BigQuery's cast to
+  NUMERIC does), then rounded half away from zero to the cent. A price written with two decimals
+  (every REES46 price) comes out exactly as written; both engines round any other the same way.
+-#}
+{% macro money_from_float(expr) -%}
+    {{ return(adapter.dispatch('money_from_float', 'estore_ops')(expr)) }}
+{%- endmacro %}
+{% macro default__money_from_float(expr) -%}
+    cast(round(cast({{ expr }} as decimal(38,9)), 2) as decimal(18,2))
+{%- endmacro %}
+{% macro bigquery__money_from_float(expr) -%}
+    round(cast({{ expr }} as numeric), 2)
+{%- endmacro %}
+
+{#-
+  The average of a money column rounded half away from zero to the cent, exact on both engines:
+  NULL values are skipped and no rows give NULL. DuckDB divides decimals in floating point, so
+  there it is computed in whole cents.
+-#}
+{% macro money_avg(expr) -%}
+    {{ return(adapter.dispatch('money_avg', 'estore_ops')(expr)) }}
+{%- endmacro %}
+{% macro default__money_avg(expr) -%}
+    cast(
+        sign(sum({{ expr }}))
+        * ((2 * abs(cast(sum({{ expr }}) * 100 as hugeint)) + count({{ expr }})) // (2 * nullif(count({{ expr }}), 0)))
+        * cast(0.01 as decimal(3,2))
+    as decimal(18,2))
+{%- endmacro %}
+{% macro bigquery__money_avg(expr) -%}
+    round(safe_divide(sum({{ expr }}), count({{ expr }})), 2)
+{%- endmacro %}
+
+{#- The engine's 64-bit float (dbt.type_float() is a 32-bit FLOAT on DuckDB). -#}
+{% macro float64_type() -%}
+    {{ return(adapter.dispatch('float64_type', 'estore_ops')()) }}
+{%- endmacro %}
+{% macro default__float64_type() -%}double{%- endmacro %}
+{% macro bigquery__float64_type() -%}float64{%- endmacro %}
+
+{#- A whole number as the engine's 64-bit integer (DuckDB sums integers into HUGEINT). -#}
+{% macro int64(expr) -%}cast({{ expr }} as {{ dbt.type_bigint() }}){%- endmacro %}
+
+{#- An ISO date string as a DATE literal, e.g. date '2019-10-01' (the same on both engines). -#}
+{% macro date_literal(day) -%}date '{{ day }}'{%- endmacro %}
+
+{#- A UTC instant as a literal of the engine's raw event_time type (TIMESTAMPTZ / TIMESTAMP). -#}
+{% macro utc_timestamp_literal(text) -%}
+    {{ return(adapter.dispatch('utc_timestamp_literal', 'estore_ops')(text)) }}
+{%- endmacro %}
+{% macro default__utc_timestamp_literal(text) -%}timestamp '{{ text }}+00:00'{%- endmacro %}
+{% macro duckdb__utc_timestamp_literal(text) -%}timestamptz '{{ text }}+00:00'{%- endmacro %}

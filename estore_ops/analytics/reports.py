@@ -2,14 +2,15 @@
 
 The SQL is plain enough for DuckDB and BigQuery alike (`marts.<table>` resolves against the
 DuckDB file or the client's default project); shares and rates are computed here in Python so no
-dialect's division or rounding rules leak into the numbers.
+dialect's division or rounding rules leak into the numbers. Money stays exact: the marts hold
+decimals (DECIMAL(18,2) / NUMERIC) and revenue comes back as `Decimal`, summed to the cent.
 """
 
 from __future__ import annotations
 
 import math
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from estore_ops.errors import EstoreError, MissingTableError
@@ -25,16 +26,18 @@ group by rfm_segment
 FUNNEL_SQL = f"""
 select
     count(*) as sessions,
-    sum(case when reached_view then 1 else 0 end) as viewed,
-    sum(case when reached_cart then 1 else 0 end) as carted,
-    sum(case when reached_purchase then 1 else 0 end) as purchased
+    sum(reached_view) as viewed,
+    sum(reached_cart) as carted,
+    sum(reached_purchase) as purchased
 from {MARTS_SCHEMA}.fct_sessions
 """
 
 CHURN_SQL = f"""
-select cohort, cohort_type, cohort_start, cohort_end, total_customers, churned_customers
+select metric_level, time_period, cohort_start, cohort_end, total_customers, churned_customers
 from {MARTS_SCHEMA}.metrics_churn
 """
+OVERALL_LEVEL = "cohort_overall"
+CENT = Decimal("0.01")
 
 
 class MartsNotBuiltError(EstoreError):
@@ -42,10 +45,8 @@ class MartsNotBuiltError(EstoreError):
 
 
 def _plain(value: Any) -> Any:
-    """JSON-friendly scalars: Decimal -> float, dates -> ISO text, NaN and infinities -> None (a
-    report shows no number rather than 'nan')."""
-    if isinstance(value, Decimal):
-        value = float(value)
+    """Dates as ISO text; NaN and infinities -> None (a report shows no number rather than 'nan');
+    everything else as the warehouse returned it."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, (date, datetime)):
@@ -53,23 +54,39 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _share(part: float | int | None, whole: float | int | None, digits: int = 4) -> float | None:
+def cohort_label(metric_level: str, time_period: str) -> str:
+    """A churn row's name for people: 'all eligible' for the overall row, else the cohort's month
+    ('2019-10' for the time_period '2019-10-01')."""
+    return "all eligible" if metric_level == OVERALL_LEVEL else str(time_period)[:7]
+
+
+def money(value: Any) -> Decimal | None:
+    """An amount to the cent, as a Decimal. The marts hold exact decimals (DECIMAL / NUMERIC); a
+    float (a DOUBLE column of marts built before exact money) is rounded once, through its
+    shortest text. NULL, NaN and infinities -> None: no number rather than a wrong one."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    return amount.quantize(CENT, rounding=ROUND_HALF_EVEN) if amount.is_finite() else None
+
+
+def _share(part: Decimal | int | None, whole: Decimal | int | None, digits: int = 4) -> float | None:
     if part is None or not whole:
         return None
-    return _plain(round(float(part) / float(whole), digits))
+    return round(float(Decimal(part) / Decimal(whole)), digits)
 
 
 def rfm_segments(warehouse: Any) -> list[dict[str, Any]]:
-    rows = [tuple(_plain(v) for v in r) for r in warehouse.query(RFM_SQL)]
-    total_customers = sum(int(r[1]) for r in rows)
-    total_revenue = sum(float(r[2] or 0) for r in rows)  # NaN never reaches here: _plain made it None
+    rows = [(segment, int(customers), money(revenue)) for segment, customers, revenue in warehouse.query(RFM_SQL)]
+    total_customers = sum(r[1] for r in rows)
+    total_revenue = sum((r[2] for r in rows if r[2] is not None), Decimal("0.00"))
     out = [
         {
             "segment": segment,
-            "customers": int(customers),
+            "customers": customers,
             "customer_share": _share(customers, total_customers),
-            "revenue": None if revenue is None else round(float(revenue), 2),
-            "revenue_share": _share(revenue or 0, total_revenue),
+            "revenue": revenue,
+            "revenue_share": _share(revenue, total_revenue),
         }
         for segment, customers, revenue in rows
     ]
@@ -99,17 +116,17 @@ def churn(warehouse: Any) -> list[dict[str, Any]]:
     rows = [tuple(_plain(v) for v in r) for r in warehouse.query(CHURN_SQL)]
     out = [
         {
-            "cohort": cohort,
+            "metric_level": level,
+            "time_period": period,
             "customers": int(total or 0),
             "churned": int(churned or 0),
             "churn_rate": _share(churned, total),
             "cohort_start": start,
             "cohort_end": end,
         }
-        for cohort, kind, start, end, total, churned in rows
+        for level, period, start, end, total, churned in rows
     ]
-    kinds = {r[0]: r[1] for r in rows}
-    out.sort(key=lambda r: (kinds[r["cohort"]] != "overall", r["cohort"]))  # the overall row first
+    out.sort(key=lambda r: (r["metric_level"] != OVERALL_LEVEL, r["time_period"]))  # the overall row first
     return out
 
 

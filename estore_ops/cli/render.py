@@ -11,7 +11,10 @@ from __future__ import annotations
 import math
 import sys
 from contextlib import ExitStack
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+
+from estore_ops.analytics.reports import cohort_label
 
 if TYPE_CHECKING:
     from estore_ops.analytics.html_report import HtmlReport
@@ -126,16 +129,17 @@ def render_dbt(out: Output, result: DbtRunResult) -> None:
 
 
 def render_headline(out: Output, result: Headline) -> None:
-    """The three headline tables: RFM segments, conversion funnel, churn."""
-    data = result.as_dict()
+    """The three headline tables: RFM segments, conversion funnel, churn. Money is exact: a
+    Decimal printed to the cent (in JSON a number whose digits are those cents)."""
     if out.json_mode:
-        out.json(data)
+        out.json(result.as_dict())
         return
+    data = {"rfm_segments": result.rfm_segments, "funnel": result.funnel, "churn": result.churn}
 
     def pct(value: float | None) -> str:
         return "" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
 
-    def money(value: float | None) -> str:
+    def money(value: Decimal | float | None) -> str:
         return "" if value is None or not math.isfinite(value) else f"{value:,.2f}"
 
     out.table("RFM segments (purchasers)", ["Segment", "Customers", "Customer share", "Revenue", "Revenue share"], [
@@ -151,7 +155,8 @@ def render_headline(out: Output, result: Headline) -> None:
             ["purchased", out.num(f["purchased"]), pct(f["purchase_rate"]), pct(f["cart_to_purchase_rate"])],
         ], keys=["stage", "sessions", "of_all", "of_previous"])
     out.table("Churn by first-purchase cohort", ["Cohort", "Customers", "Churned", "Churn rate", "From", "To"], [
-        [r["cohort"], out.num(r["customers"]), out.num(r["churned"]), pct(r["churn_rate"]), r["cohort_start"], r["cohort_end"]]
+        [cohort_label(r["metric_level"], r["time_period"]), out.num(r["customers"]), out.num(r["churned"]), pct(r["churn_rate"]),
+         r["cohort_start"], r["cohort_end"]]
         for r in data["churn"]
     ], keys=["cohort", "customers", "churned", "churn_rate", "from", "to"])
 

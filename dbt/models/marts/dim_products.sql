@@ -1,61 +1,62 @@
 {#-
-  One row per product: its most frequent brand, category_id and category_code (ties go to the
-  alphabetically first value; NULLs only when the product never has one), joined to the
-  category levels.
+  One row per product in fct_events. Brand and category come from the product's most frequent
+  (brand, category_id) pair, as in estore-analytics (ties: a non-null brand first, then the
+  alphabetically first brand and category id); category_code and its levels are the category's
+  (dim_categories). Added: category_id, event counts and the price range.
 -#}
-with events as (
+with pairs as (
 
-    select product_id, brand, category_id, category_code, is_view, is_cart_add, is_purchase, price
-    from {{ ref('fct_events') }}
+    select product_id, brand, category_id, sum(event_count) as pair_events
+    from {{ ref('int_product_facts') }}
+    group by product_id, brand, category_id
 
 ),
 
-{% for col in ['brand', 'category_id', 'category_code'] %}
-{{ col }}_ranked as (
+top_pair as (
 
     select
         product_id,
-        {{ col }},
-        row_number() over (partition by product_id order by count(*) desc, {{ col }} asc) as rn
-    from events
-    where {{ col }} is not null
-    group by product_id, {{ col }}
+        brand,
+        category_id,
+        row_number() over (
+            partition by product_id
+            order by pair_events desc, case when brand is null then 1 else 0 end, brand asc,
+                     case when category_id is null then 1 else 0 end, category_id asc
+        ) as pair_rank
+    from pairs
 
 ),
-{% endfor %}
 
-products as (
+totals as (
 
     select
         product_id,
-        count(*) as event_count,
-        sum(case when is_view then 1 else 0 end) as view_count,
-        sum(case when is_cart_add then 1 else 0 end) as cart_count,
-        sum(case when is_purchase then 1 else 0 end) as purchase_count,
-        min(price) as min_price,
-        max(price) as max_price
-    from events
+        {{ estore_ops.int64('sum(event_count)') }} as event_count,
+        {{ estore_ops.int64('sum(view_count)') }} as view_count,
+        {{ estore_ops.int64('sum(cart_count)') }} as cart_count,
+        {{ estore_ops.int64('sum(purchase_count)') }} as purchase_count,
+        min(min_price) as min_price,
+        max(max_price) as max_price
+    from {{ ref('int_product_facts') }}
     group by product_id
 
 )
 
 select
-    p.product_id,
-    b.brand,
-    ci.category_id,
-    cc.category_code,
-    c.category_level_1,
-    c.category_level_2,
-    c.category_level_3,
-    c.category_level_4,
-    p.event_count,
-    p.view_count,
-    p.cart_count,
-    p.purchase_count,
-    p.min_price,
-    p.max_price
-from products as p
-left join brand_ranked as b on b.product_id = p.product_id and b.rn = 1
-left join category_id_ranked as ci on ci.product_id = p.product_id and ci.rn = 1
-left join category_code_ranked as cc on cc.product_id = p.product_id and cc.rn = 1
-left join {{ ref('dim_categories') }} as c on c.category_code = cc.category_code
+    t.product_id,
+    p.brand,
+    c.category_code,
+    c.category_lvl_1,
+    c.category_lvl_2,
+    c.category_lvl_3,
+    c.category_lvl_4,
+    p.category_id,
+    t.event_count,
+    t.view_count,
+    t.cart_count,
+    t.purchase_count,
+    t.min_price,
+    t.max_price
+from totals as t
+inner join top_pair as p on p.product_id = t.product_id and p.pair_rank = 1
+left join {{ ref('dim_categories') }} as c on c.raw_category_id = p.category_id

@@ -1,13 +1,15 @@
 {#-
-  Cohort churn. Eligible customers: first purchase at least var('cohort_observation_window_days')
-  days before the last first-purchase date in the data. An eligible customer is churned when
-  they bought once or their last purchase is within that many days of the first.
-  Rows: cohort 'overall' (always present) and one row per first-purchase month ('YYYY-MM').
-  cohort_start / cohort_end: the earliest / latest first purchase in the cohort.
+  Cohort churn, as estore-analytics computes it. Eligible buyers: first purchase at least
+  var('cohort_observation_window_days') days before the latest first-purchase date. An eligible
+  buyer counts as churned when they bought once, or when their last purchase is within that many
+  days of the first.
+  Rows: metric_level 'cohort_overall' / time_period 'all_eligible_cohorts' (always present), and
+  metric_level 'by_cohort_month' with time_period the cohort's first day ('YYYY-MM-01').
+  cohort_start / cohort_end: earliest / latest first purchase in the row's cohort.
 -#}
 {%- set window_days = var('cohort_observation_window_days', 90) | int -%}
 
-with purchasers as (
+with buyers as (
 
     select user_id, purchase_count, first_purchase_date, last_purchase_date
     from {{ ref('dim_users') }}
@@ -17,37 +19,35 @@ with purchasers as (
 
 horizon as (
 
-    select max(first_purchase_date) as last_first_purchase_date from purchasers
+    select max(first_purchase_date) as dataset_end from buyers
 
 ),
 
 eligible as (
 
     select
-        p.user_id,
-        p.first_purchase_date,
-        {{ estore_ops.month_label('p.first_purchase_date') }} as cohort_month,
+        b.first_purchase_date,
+        {{ estore_ops.month_start('b.first_purchase_date') }} as cohort_month,
         case
-            when p.purchase_count = 1
-              or {{ estore_ops.days_between('p.first_purchase_date', 'p.last_purchase_date') }} <= {{ window_days }}
-                then 1
-            else 0
-        end as is_churned
-    from purchasers as p
+            when b.purchase_count = 1 then 1
+            when {{ estore_ops.days_between('b.first_purchase_date', 'b.last_purchase_date') }} > {{ window_days }} then 0
+            else 1
+        end as is_churned_cohort
+    from buyers as b
     cross join horizon as h
-    where {{ estore_ops.days_between('p.first_purchase_date', 'h.last_first_purchase_date') }} >= {{ window_days }}
+    where {{ estore_ops.days_between('b.first_purchase_date', 'h.dataset_end') }} >= {{ window_days }}
 
 ),
 
 overall as (
 
     select
-        'overall' as cohort,
-        'overall' as cohort_type,
-        min(first_purchase_date) as cohort_start,
-        max(first_purchase_date) as cohort_end,
+        'cohort_overall' as metric_level,
+        'all_eligible_cohorts' as time_period,
         count(*) as total_customers,
-        coalesce(sum(is_churned), 0) as churned_customers
+        coalesce({{ estore_ops.int64('sum(is_churned_cohort)') }}, 0) as churned_customers,
+        min(first_purchase_date) as cohort_start,
+        max(first_purchase_date) as cohort_end
     from eligible
 
 ),
@@ -55,12 +55,12 @@ overall as (
 monthly as (
 
     select
-        cohort_month as cohort,
-        'month' as cohort_type,
-        min(first_purchase_date) as cohort_start,
-        max(first_purchase_date) as cohort_end,
+        'by_cohort_month' as metric_level,
+        cast(cohort_month as {{ dbt.type_string() }}) as time_period,
         count(*) as total_customers,
-        sum(is_churned) as churned_customers
+        {{ estore_ops.int64('sum(is_churned_cohort)') }} as churned_customers,
+        min(first_purchase_date) as cohort_start,
+        max(first_purchase_date) as cohort_end
     from eligible
     group by cohort_month
 
@@ -75,11 +75,14 @@ combined as (
 )
 
 select
-    cohort,
-    cohort_type,
-    cohort_start,
-    cohort_end,
+    metric_level,
+    time_period,
     total_customers,
     churned_customers,
-    case when total_customers > 0 then round(churned_customers / total_customers, 4) end as churn_rate
+    case
+        when total_customers > 0
+            then round(cast(churned_customers as {{ estore_ops.float64_type() }}) / total_customers, 4)
+    end as churn_rate,
+    cohort_start,
+    cohort_end
 from combined

@@ -107,7 +107,7 @@ def funnel_chart(funnel: list[dict[str, Any]]) -> Chart:
 def churn_chart(churn: list[dict[str, Any]], overall: dict[str, Any] | None) -> Chart:
     import altair as alt
 
-    values = [{"cohort": c["cohort"], "rate": _num(c["churn_rate"]), "customers": c["customers"]} for c in churn]
+    values = [{"cohort": c["label"], "rate": _num(c["churn_rate"]), "customers": c["customers"]} for c in churn]
     bars = alt.Chart(alt.Data(values=values)).mark_bar(color=ACCENT).encode(
         x=alt.X("cohort:N", title="First-purchase cohort", sort=None),
         y=alt.Y("rate:Q", title="Churn rate", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),

@@ -1,15 +1,13 @@
 """What the HTML report shows, read from the marts (SQL) and the ingest state (freshness).
 
 Every query of the page is in `SQL` below, so a change to the marts contract is one edit here.
-They are written for DuckDB and BigQuery alike, and for both spellings of the marts' flags:
-`cast(flag as bigint)` turns a BOOLEAN or an INTEGER 0/1 into 0/1. Revenue stays exact: a
-DECIMAL/NUMERIC column arrives as Decimal, a DOUBLE one is rounded to cents once, as a Decimal,
-and every amount on the page is formatted from that Decimal.
+They are written for DuckDB and BigQuery alike, against the marts contract
+(tests/marts_contract.yml): 0/1 integer flags are summed as they are, money arrives as an exact
+Decimal (DECIMAL(18,2) / NUMERIC) and every amount on the page is formatted from that Decimal.
 
 Columns used are those of the original estore-analytics contract where one exists (for RFM revenue,
-`dim_users.total_revenue` joined on user_id rather than a revenue column on `dim_user_rfm`);
-`metrics_churn` is read by column name, so either its cohort/cohort_type or its
-metric_level/time_period spelling works.
+`dim_users.total_revenue` joined on user_id rather than the column estore-ops adds to
+`dim_user_rfm`); `metrics_churn` is read by its metric_level / time_period.
 """
 
 from __future__ import annotations
@@ -20,6 +18,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from estore_ops.errors import JobFailedError
+from estore_ops.analytics.reports import OVERALL_LEVEL, cohort_label
+from estore_ops.analytics.reports import money as exact_money
 
 MARTS = "marts"
 TOP_N = 10
@@ -31,7 +31,7 @@ def _top_by_revenue(column: str) -> str:
                coalesce(sum(revenue), 0) as revenue,
                count(*) as purchases
         from {MARTS}.fct_events
-        where cast(is_purchase as bigint) = 1 and {column} is not null
+        where is_purchase = 1 and {column} is not null
         group by {column}
         order by revenue desc, name
         limit {TOP_N}
@@ -50,7 +50,7 @@ SQL: dict[str, str] = {
     "daily": f"""
         select event_date as day,
                count(*) as events,
-               sum(cast(is_purchase as bigint)) as purchases,
+               sum(is_purchase) as purchases,
                coalesce(sum(revenue), 0) as revenue
         from {MARTS}.fct_events
         group by event_date
@@ -71,26 +71,24 @@ SQL: dict[str, str] = {
     """,
     "funnel": f"""
         select count(*) as sessions,
-               coalesce(sum(cast(reached_view as bigint)), 0) as viewed,
-               coalesce(sum(cast(reached_cart as bigint)), 0) as carted,
-               coalesce(sum(cast(reached_purchase as bigint)), 0) as purchased
+               coalesce(sum(reached_view), 0) as viewed,
+               coalesce(sum(reached_cart), 0) as carted,
+               coalesce(sum(reached_purchase), 0) as purchased
         from {MARTS}.fct_sessions
     """,
-    "churn": f"select * from {MARTS}.metrics_churn",
+    "churn": f"""
+        select metric_level, time_period, total_customers, churned_customers, cohort_start, cohort_end
+        from {MARTS}.metrics_churn
+    """,
     "categories": _top_by_revenue("category_code"),
     "brands": _top_by_revenue("brand"),
 }
 
-CENT = Decimal("0.01")
-
 
 def money(value: Any) -> Decimal:
-    """An amount as an exact Decimal in cents (a DOUBLE is rounded once, through its shortest text)."""
-    if value is None:
-        return Decimal("0.00")
-    if not isinstance(value, Decimal):
-        value = Decimal(repr(float(value)))
-    return value.quantize(CENT, rounding=ROUND_HALF_EVEN)
+    """An amount as an exact Decimal in cents; no amount (NULL) is 0.00 on the page."""
+    amount = exact_money(value)
+    return Decimal("0.00") if amount is None else amount
 
 
 def ratio(part: int | Decimal, whole: int | Decimal) -> Decimal | None:
@@ -227,11 +225,10 @@ def read_marts(warehouse: Any) -> dict[str, Any]:
 
     overall, cohorts = None, []
     for r in rows["churn"]:
-        label = r.get("cohort", r.get("time_period"))
-        entry = {"cohort": str(label), "customers": int(r["total_customers"] or 0), "churned": int(r["churned_customers"] or 0),
+        entry = {"cohort": str(r["time_period"]), "label": cohort_label(r["metric_level"], r["time_period"]), "customers": int(r["total_customers"] or 0), "churned": int(r["churned_customers"] or 0),
                  "cohort_start": _day(r.get("cohort_start")), "cohort_end": _day(r.get("cohort_end"))}
         entry["churn_rate"] = ratio(entry["churned"], entry["customers"])
-        if r.get("cohort_type", r.get("metric_level")) in ("overall", "cohort_overall"):
+        if r["metric_level"] == OVERALL_LEVEL:
             overall = entry
         else:
             cohorts.append(entry)

@@ -112,6 +112,7 @@ class BigQueryBackend(WarehouseBackend):
 
     def dbt_vars(self, target: dict[str, Any]) -> dict[str, Any]:
         if target.get("api_endpoint"):
-            # An emulator: it cannot run the insert_overwrite partition script (see fct_events.sql).
-            return {"fct_events_bigquery_strategy": "merge"}
+            # An emulator keeps no partition modification times: find raw changes by file version
+            # instead (dbt/macros/raw_changes.sql).
+            return {"raw_changes_from": "file_versions"}
         return {}

@@ -228,6 +228,7 @@ class ModelCheck:
     rebuildable: bool = True
     why_not: str = ""
     because: list[str] = field(default_factory=list)  # rebuilt models it reads (its columns may be unchanged)
+    new_upstream: list[str] = field(default_factory=list)  # incremental models it reads that have no table yet
 
     @property
     def name(self) -> str:
@@ -296,18 +297,24 @@ def check_models(manifest: Manifest, editor: TableEditor) -> list[ModelCheck]:
             check.rebuildable, check.why_not = _rebuildable(manifest, node)
         checks.append(check)
     changed = {c.node.unique_id: c.name for c in checks if c.needs_full_refresh and c.rebuildable}
+    missing = {c.node.unique_id: c.name for c in checks if c.existing is None}
     for check in checks:
-        upstream = sorted(changed[uid] for uid in manifest.ancestors(check.node.unique_id) if uid in changed)
+        ancestors = manifest.ancestors(check.node.unique_id)
+        upstream = sorted(changed[uid] for uid in ancestors if uid in changed)
         if check.existing is not None and check.rebuildable and upstream and not check.needs_full_refresh:
             check.because = upstream
+        check.new_upstream = sorted(missing[uid] for uid in ancestors if uid in missing)
     return checks
 
 
 def refresh_selection(manifest: Manifest, checks: list[ModelCheck]) -> list[str]:
     """Models to build with --full-refresh: the ones to rebuild and the views/tables upstream of them
-    (rebuilt anyway, and the rebuild must read their new definitions); never another incremental model."""
+    (rebuilt anyway, and the rebuild must read their new definitions); never another incremental model
+    that exists, but the upstream incremental models the new code adds (no table yet: the rebuild
+    reads them, and building them now is their first, full, run)."""
     names = {c.name for c in checks}
     for check in checks:
+        names.update(check.new_upstream)
         for uid in manifest.ancestors(check.node.unique_id):
             up = manifest.nodes.get(uid)
             if up is not None and up.resource_type == "model" and up.materialized not in ("incremental", "ephemeral"):
