@@ -326,14 +326,7 @@ class EventLoop:
         now = self.clock()
         ready = [p for p in self.pending.values() if p.not_before <= now]
         if any(entry.arrivals and entry.arrivals[0].generation is not None for entry in ready):
-            state = self.rt.state.read().state
-            done = [entry for entry in ready if entry.recorded(state)]
-            for entry in done:  # a duplicate, or older than what is recorded: nothing to load
-                self._finish(entry)
-            if done:
-                self._say(f"acknowledged {sum(len(e.arrivals) for e in done)} arrival(s) of {len(done)} file(s) already "
-                          "recorded (redelivered, duplicated, or older than the recorded version)", event="acknowledged",
-                          files=[e.name for e in done], arrivals=sum(len(e.arrivals) for e in done))
+            self._acknowledge_recorded(ready)
         names = []
         for entry in ready:
             if entry.name not in self.pending:
@@ -377,6 +370,18 @@ class EventLoop:
             else:
                 self._retry_later(entry, now)
 
+    def _acknowledge_recorded(self, entries: list[_Pending]) -> None:
+        """Acknowledge, without loading, the arrivals whose version (or a newer one) is recorded."""
+        state = self.rt.state.read().state
+        done = [entry for entry in entries if entry.recorded(state)]
+        for entry in done:  # a duplicate, or older than what is recorded: nothing to load
+            self._finish(entry)
+        if done:
+            arrivals = sum(len(e.arrivals) for e in done)
+            self._say(f"acknowledged {arrivals} arrival(s) of {len(done)} file(s) already recorded (redelivered, "
+                      "duplicated, or older than the recorded version)", event="acknowledged",
+                      files=[e.name for e in done], arrivals=arrivals)
+
     def _finish(self, entry: _Pending) -> None:
         fault_point("before_ack", entry.name)
         entry.ack()
@@ -403,10 +408,7 @@ class EventLoop:
             if skipped["why"].startswith(_INCOMPLETE) and skipped["name"] not in self.pending:
                 self.pending[skipped["name"]] = _Pending(skipped["name"], now, not_before=now + RECHECK_SECONDS)
         if any(p.arrivals for p in self.pending.values()):
-            state = self.rt.state.read().state
-            for entry in list(self.pending.values()):
-                if entry.recorded(state):
-                    self._finish(entry)
+            self._acknowledge_recorded(list(self.pending.values()))
 
     # -- transform ------------------------------------------------------------------------------
     def _transform_at(self, now: float) -> float | None:
