@@ -166,3 +166,27 @@ def test_pubsub_refusals_say_which_role_or_resource_is_missing() -> None:
     assert "Pub/Sub did not answer" in str(down)
     for error in (denied, missing, down):
         assert error.exit_code == ExitCode.BACKEND
+
+
+def test_pubsub_leases_are_extended_a_minute_at_a_time_so_a_crash_costs_at_most_a_minute() -> None:
+    """Left to itself, google-cloud-pubsub extends a lease by the 99th percentile of past ack delays
+    (up to 600 s): after slow loads, a crash would hold the notification back for minutes.
+    `max_duration_per_lease_extension` "bounds the delay before a message redelivery if the
+    subscriber fails to extend the deadline" (https://cloud.google.com/pubsub/docs/lease-management)."""
+    pytest.importorskip("google.cloud.pubsub_v1", reason="the gcp extra is not installed")
+    from estore_ops.ingest.events.pubsub import PubSubSource
+
+    class Client:
+        flow: Any = None
+
+        def get_subscription(self, **kwargs: Any) -> None: ...
+
+        def subscribe(self, path: str, callback: Any, flow_control: Any) -> Any:
+            Client.flow = flow_control
+            return None
+
+    source = PubSubSource("pubsub://my-project/estore-sub", "gs://bucket/landing")
+    source._new_client = Client  # type: ignore[method-assign]
+    source.start()
+    assert Client.flow.max_duration_per_lease_extension == PubSubSource.max_lease_extension_seconds == 60
+    assert Client.flow.max_lease_duration == PubSubSource.max_lease_seconds
