@@ -12,6 +12,7 @@ from estore_ops.errors import ConfigError, ExitCode
 from estore_ops.ingest.events import loop as loop_mod
 from estore_ops.ingest.events.base import Arrival, ArrivalSource
 from estore_ops.ingest.events.loop import EventLoop, open_source, version_recorded
+from estore_ops.ingest.pipeline import LoadResult
 from estore_ops.runtime import Runtime
 from estore_ops.ingest.state import IngestState
 from tests.helpers import Workspace
@@ -146,6 +147,39 @@ def test_transforms_after_a_pause_and_at_most_every_min_interval_while_files_kee
         tick_until(t + 120)
     window = [r for r in runs if r < 5000 + 900]
     assert len(window) <= 2 and len(runs) <= 2 * (3600 // 900) + 1, runs
+
+
+# -- the catch-up schedule ----------------------------------------------------------------------------
+
+
+def test_catch_up_scans_start_every_interval_however_long_each_takes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lost notification waits at most catchup_interval for the scan that picks the file up: scans
+    start on a cadence measured from the start of the previous one, not from its end (a scan that
+    lists and loads for 25 s must not make the next one start 25 s late)."""
+    now = [1000.0]
+    starts: list[float] = []
+    durations = iter([25.0, 1.0, 45.0, 1.0, 1.0])  # 45 s: longer than the interval itself
+
+    def scan(rt: Any, files: Any = (), **kwargs: Any) -> LoadResult:
+        starts.append(now[0])
+        now[0] += next(durations, 1.0)
+        return LoadResult(rt.run_id)
+
+    class Idle(_Silent):
+        def get(self, timeout: float) -> list[Arrival]:
+            now[0] += timeout  # nothing arrives: the loop sleeps until its next wake-up
+            return []
+
+    monkeypatch.setattr(loop_mod.jobs, "ingest_arrivals", scan)
+    lines: list[dict[str, Any]] = []
+    loop = EventLoop(Runtime(_settings(tmp_path, {"ESTORE_CATCHUP_INTERVAL": "30"})), Idle(), 300,
+                     should_stop=lambda: len(starts) >= 6, wait=lambda t: None,
+                     on_line=lambda line, data: lines.append(data), clock=lambda: now[0])
+    assert loop.run() == 0
+    assert starts == [1000, 1030, 1060, 1105, 1120, 1150]  # the 45 s scan: the next one at once
+    # Each scan says when it started (wall clock), so its delay after a file landed can be measured.
+    said = [e for e in lines if e["event"] == "catch-up"]
+    assert len(said) == 6 and all(e["started_at"].endswith("+00:00") for e in said)
 
 
 def test_pubsub_refusals_say_which_role_or_resource_is_missing() -> None:
