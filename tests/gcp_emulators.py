@@ -279,6 +279,59 @@ class PubSubEmulator:
             subscriber.create_subscription(request={"name": path, "topic": topic, "ack_deadline_seconds": 10})
         return path
 
+    def take_back_from_dead_streams(self, subscription: str, object_id: str, timeout: float) -> None:
+        """Make the notification of `object_id`, held by a subscriber that was killed, deliverable
+        again to the next subscriber, as the real service does once its lease expires.
+
+        The emulator never notices that a streaming pull ended on the client's side (cancelled, or
+        its process killed): its gRPC fails on the close (`NoSuchMethodError ...
+        InternalStatus.asRuntimeException` in its log), so the thread serving that stream goes on
+        taking messages for a connection that is gone. Such a dead stream gets about half of the
+        deliveries, redeliveries included, each held for its ack deadline (60 s): a redelivery after
+        a kill -9 came 10, 70 or 130 s after the kill. The real service drops a stream whose
+        connection is gone and delivers the message again once the lease the client library last
+        granted runs out (https://cloud.google.com/pubsub/docs/lease-management).
+
+        Each stream's thread checks the subscription every 50 ms and ends when it has become a push
+        subscription; none takes a message meanwhile. So: switch to push, to an endpoint here that
+        refuses every message (a non-success answer makes Pub/Sub deliver it again,
+        https://cloud.google.com/pubsub/docs/push#receive_push), wait until the message has been
+        pushed twice (its lease ran out, and push lasted a retry, many times those 50 ms), then
+        back to pull. Only while no subscriber listens: a live stream would end too."""
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        pushed: list[str] = []
+
+        class Refuse(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                pushed.append(body["message"].get("attributes", {}).get("objectId", ""))
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None: ...
+
+        endpoint = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+        threading.Thread(target=endpoint.serve_forever, daemon=True).start()
+        try:
+            with self.subscriber() as subscriber:
+                push = {"push_endpoint": f"http://127.0.0.1:{endpoint.server_port}/refuse"}
+                subscriber.modify_push_config(request={"subscription": subscription, "push_config": push})
+                try:
+                    deadline = time.monotonic() + timeout
+                    while pushed.count(object_id) < 2:
+                        if time.monotonic() > deadline:
+                            raise AssertionError(f"{object_id} was not pushed twice within {timeout:.0f}s (pushed: {pushed})")
+                        time.sleep(0.05)
+                finally:
+                    subscriber.modify_push_config(request={"subscription": subscription, "push_config": {}})
+        finally:
+            endpoint.shutdown()
+            endpoint.server_close()
+
     def pull(self, subscription: str, max_messages: int = 100, ack: bool = True) -> list[Any]:
         """What is waiting on a subscription now (synchronous pull; the messages are acknowledged)."""
         with self.subscriber() as subscriber:

@@ -252,6 +252,52 @@ def test_duplicate_and_out_of_order_arrivals_load_each_version_once(ws: Workspac
     assert ws.query("SELECT DISTINCT _source_generation FROM raw.events") == [(_recorded(ws)["a.csv"]["generation"],)]
 
 
+class _Message:
+    """A Pub/Sub message as the loop sees it: only `ack()`."""
+
+    def __init__(self) -> None:
+        self.acks = 0
+
+    def ack(self) -> None:
+        self.acks += 1
+
+
+class _Redelivering(FolderSource):
+    """The folder source, plus one queued notification (with its generation, like Pub/Sub's) handed
+    out by the very first `get`: a redelivery that reaches a restarted loop before its first scan."""
+
+    redelivered: Arrival | None = None
+
+    def get(self, timeout: float) -> list[Arrival]:
+        first, self.redelivered = self.redelivered, None
+        return [first] if first else super().get(timeout)
+
+
+def test_a_redelivery_found_by_the_start_up_scan_is_acknowledged_and_said(ws: Workspace) -> None:
+    """A message redelivered after a kill -9 between commit and ack can be waiting when the loop
+    starts: the start-up catch-up scan finds the file recorded, and the arrival is acknowledged
+    and reported exactly like one acknowledged by a batch."""
+    ws.add("a.csv", event_lines(9))
+    assert ws.run("load").returncode == 0
+    generation = _recorded(ws)["a.csv"]["generation"]
+    message = _Message()
+    loop, stop, lines = _in_process_loop(ws, _Redelivering)
+    loop.source.redelivered = Arrival("a.csv", generation, message=message)  # type: ignore[attr-defined]
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: any(e["event"] == "catch-up" for e in lines), 60, "the start-up catch-up scan")
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not thread.is_alive()
+    assert message.acks == 1
+    acknowledged = [e for e in lines if e["event"] == "acknowledged"]
+    assert [(e["files"], e["arrivals"]) for e in acknowledged] == [(["a.csv"], 1)], lines
+    assert [n for e in lines if e["event"] in ("batch", "catch-up") for n in e.get("loaded", [])] == []
+    assert ws.rows_by_file() == {"a.csv": 9}
+
+
 # -- completeness -------------------------------------------------------------------------------------
 
 

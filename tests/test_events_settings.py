@@ -12,6 +12,7 @@ from estore_ops.errors import ConfigError, ExitCode
 from estore_ops.ingest.events import loop as loop_mod
 from estore_ops.ingest.events.base import Arrival, ArrivalSource
 from estore_ops.ingest.events.loop import EventLoop, open_source, version_recorded
+from estore_ops.ingest.pipeline import LoadResult
 from estore_ops.runtime import Runtime
 from estore_ops.ingest.state import IngestState
 from tests.helpers import Workspace
@@ -148,6 +149,39 @@ def test_transforms_after_a_pause_and_at_most_every_min_interval_while_files_kee
     assert len(window) <= 2 and len(runs) <= 2 * (3600 // 900) + 1, runs
 
 
+# -- the catch-up schedule ----------------------------------------------------------------------------
+
+
+def test_catch_up_scans_start_every_interval_however_long_each_takes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lost notification waits at most catchup_interval for the scan that picks the file up: scans
+    start on a cadence measured from the start of the previous one, not from its end (a scan that
+    lists and loads for 25 s must not make the next one start 25 s late)."""
+    now = [1000.0]
+    starts: list[float] = []
+    durations = iter([25.0, 1.0, 45.0, 1.0, 1.0])  # 45 s: longer than the interval itself
+
+    def scan(rt: Any, files: Any = (), **kwargs: Any) -> LoadResult:
+        starts.append(now[0])
+        now[0] += next(durations, 1.0)
+        return LoadResult(rt.run_id)
+
+    class Idle(_Silent):
+        def get(self, timeout: float) -> list[Arrival]:
+            now[0] += timeout  # nothing arrives: the loop sleeps until its next wake-up
+            return []
+
+    monkeypatch.setattr(loop_mod.jobs, "ingest_arrivals", scan)
+    lines: list[dict[str, Any]] = []
+    loop = EventLoop(Runtime(_settings(tmp_path, {"ESTORE_CATCHUP_INTERVAL": "30"})), Idle(), 300,
+                     should_stop=lambda: len(starts) >= 6, wait=lambda t: None,
+                     on_line=lambda line, data: lines.append(data), clock=lambda: now[0])
+    assert loop.run() == 0
+    assert starts == [1000, 1030, 1060, 1105, 1120, 1150]  # the 45 s scan: the next one at once
+    # Each scan says when it started (wall clock), so its delay after a file landed can be measured.
+    said = [e for e in lines if e["event"] == "catch-up"]
+    assert len(said) == 6 and all(e["started_at"].endswith("+00:00") for e in said)
+
+
 def test_pubsub_refusals_say_which_role_or_resource_is_missing() -> None:
     """The emulator has no IAM: the answers of the real service are the client library's own
     exception classes for PERMISSION_DENIED / NOT_FOUND / UNAVAILABLE
@@ -166,3 +200,27 @@ def test_pubsub_refusals_say_which_role_or_resource_is_missing() -> None:
     assert "Pub/Sub did not answer" in str(down)
     for error in (denied, missing, down):
         assert error.exit_code == ExitCode.BACKEND
+
+
+def test_pubsub_leases_are_extended_a_minute_at_a_time_so_a_crash_costs_at_most_a_minute() -> None:
+    """Left to itself, google-cloud-pubsub extends a lease by the 99th percentile of past ack delays
+    (up to 600 s): after slow loads, a crash would hold the notification back for minutes.
+    `max_duration_per_lease_extension` "bounds the delay before a message redelivery if the
+    subscriber fails to extend the deadline" (https://cloud.google.com/pubsub/docs/lease-management)."""
+    pytest.importorskip("google.cloud.pubsub_v1", reason="the gcp extra is not installed")
+    from estore_ops.ingest.events.pubsub import PubSubSource
+
+    class Client:
+        flow: Any = None
+
+        def get_subscription(self, **kwargs: Any) -> None: ...
+
+        def subscribe(self, path: str, callback: Any, flow_control: Any) -> Any:
+            Client.flow = flow_control
+            return None
+
+    source = PubSubSource("pubsub://my-project/estore-sub", "gs://bucket/landing")
+    source._new_client = Client  # type: ignore[method-assign]
+    source.start()
+    assert Client.flow.max_duration_per_lease_extension == PubSubSource.max_lease_extension_seconds == 60
+    assert Client.flow.max_lease_duration == PubSubSource.max_lease_seconds

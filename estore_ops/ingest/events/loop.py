@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,7 +308,8 @@ class EventLoop:
             self._say(f"{what} {rt.run_id}: FAILED {type(exc).__name__}: {redact(str(exc))}", event="failed", run_id=rt.run_id)
         return None
 
-    def _loaded(self, what: str, result: LoadResult, files: int, list_requests: int | None = None) -> None:
+    def _loaded(self, what: str, result: LoadResult, files: int, list_requests: int | None = None,
+                started_at: str | None = None) -> None:
         now = self.clock()
         if result.loaded:
             self.last_load = now
@@ -319,21 +321,15 @@ class EventLoop:
                 + (f", {list_requests} list request(s) of up to 1,000 objects" if list_requests is not None else ""))
         self._say(line, event=what, run_id=result.run_id, files_loaded=len(result.loaded), rows=result.rows,
                   files_failed=len(result.failed), loaded=[o.name for o in result.loaded],
-                  **({"list_requests": list_requests} if list_requests is not None else {}))
+                  **({"list_requests": list_requests} if list_requests is not None else {}),
+                  **({"started_at": started_at} if started_at is not None else {}))
         notify(f"STATUS={self._status()}")
 
     def _batch(self) -> None:
         now = self.clock()
         ready = [p for p in self.pending.values() if p.not_before <= now]
         if any(entry.arrivals and entry.arrivals[0].generation is not None for entry in ready):
-            state = self.rt.state.read().state
-            done = [entry for entry in ready if entry.recorded(state)]
-            for entry in done:  # a duplicate, or older than what is recorded: nothing to load
-                self._finish(entry)
-            if done:
-                self._say(f"acknowledged {sum(len(e.arrivals) for e in done)} arrival(s) of {len(done)} file(s) already "
-                          "recorded (redelivered, duplicated, or older than the recorded version)", event="acknowledged",
-                          files=[e.name for e in done], arrivals=sum(len(e.arrivals) for e in done))
+            self._acknowledge_recorded(ready)
         names = []
         for entry in ready:
             if entry.name not in self.pending:
@@ -377,6 +373,18 @@ class EventLoop:
             else:
                 self._retry_later(entry, now)
 
+    def _acknowledge_recorded(self, entries: list[_Pending]) -> None:
+        """Acknowledge, without loading, the arrivals whose version (or a newer one) is recorded."""
+        state = self.rt.state.read().state
+        done = [entry for entry in entries if entry.recorded(state)]
+        for entry in done:  # a duplicate, or older than what is recorded: nothing to load
+            self._finish(entry)
+        if done:
+            arrivals = sum(len(e.arrivals) for e in done)
+            self._say(f"acknowledged {arrivals} arrival(s) of {len(done)} file(s) already recorded (redelivered, "
+                      "duplicated, or older than the recorded version)", event="acknowledged",
+                      files=[e.name for e in done], arrivals=arrivals)
+
     def _finish(self, entry: _Pending) -> None:
         fault_point("before_ack", entry.name)
         entry.ack()
@@ -389,24 +397,29 @@ class EventLoop:
 
     def _catchup(self) -> None:
         now = self.clock()
-        self.next_catchup = now + (self.interval if self.degraded else self.catchup_every)
+        started_at = datetime.now(timezone.utc)
+        # A fixed cadence from the slot this scan was due at: neither its own listing and loads nor
+        # a batch or transform that made it start late push the next ones back, so a file whose
+        # notification is lost waits at most catchup_interval for a scan (beyond what kept the loop
+        # busy). A scan a whole interval late starts a new cadence.
+        every = self.interval if self.degraded else self.catchup_every
+        due = self.next_catchup if now - self.next_catchup < every else now
+        self.next_catchup = due + every
         self.stats["catchups"] += 1
         result = self._run_job("catch-up", [])
         if result is None:
             self.next_catchup = min(self.next_catchup, self.clock() + LOCK_RETRY_SECONDS)
             return
         requests = getattr(self.rt.landing, "list_requests", None)
-        self._loaded("catch-up", result, 0, list_requests=None if requests is None else requests - self._list_requests)
+        self._loaded("catch-up", result, 0, list_requests=None if requests is None else requests - self._list_requests,
+                     started_at=started_at.isoformat(timespec="milliseconds"))
         self._list_requests = requests or 0
         now = self.clock()
         for skipped in result.skipped:  # still being written: watch it until it is complete
             if skipped["why"].startswith(_INCOMPLETE) and skipped["name"] not in self.pending:
                 self.pending[skipped["name"]] = _Pending(skipped["name"], now, not_before=now + RECHECK_SECONDS)
         if any(p.arrivals for p in self.pending.values()):
-            state = self.rt.state.read().state
-            for entry in list(self.pending.values()):
-                if entry.recorded(state):
-                    self._finish(entry)
+            self._acknowledge_recorded(list(self.pending.values()))
 
     # -- transform ------------------------------------------------------------------------------
     def _transform_at(self, now: float) -> float | None:

@@ -13,7 +13,11 @@ streaming pull delivers the messages to a callback thread; the loop takes them f
   parsed.
 - A message is acknowledged by the loop only after its file version (or a newer one) is recorded
   in the state. Until then the client library extends its lease (at most `max_lease_seconds`,
-  after which Pub/Sub delivers it again).
+  after which Pub/Sub delivers it again), `max_lease_extension_seconds` at a time, so a crash
+  costs a redelivery within that long. Left to itself the library sizes each extension by the
+  99th percentile of past ack delays (up to 600 s), which slow loads would push to minutes
+  (https://cloud.google.com/pubsub/docs/lease-management; `max_duration_per_lease_extension`
+  "bounds the delay before a message redelivery if the subscriber fails to extend the deadline").
 - The streaming pull retries UNAVAILABLE on its own, forever and silently, so a server that went
   away is noticed by asking for the subscription every `probe_seconds` (this needs
   roles/pubsub.viewer on the subscription, which Terraform grants with roles/pubsub.subscriber).
@@ -58,6 +62,7 @@ class PubSubSource(ArrivalSource):
     probe_seconds = 30.0
     probe_timeout = 10.0
     max_lease_seconds = 600
+    max_lease_extension_seconds = 60  # Pub/Sub accepts 10..600; also the streaming pull's ack deadline
     max_messages = 1000
 
     def __init__(self, subscription_url: str, landing_url: str) -> None:
@@ -123,7 +128,8 @@ class PubSubSource(ArrivalSource):
         from google.cloud import pubsub_v1
 
         self._probe()
-        flow = pubsub_v1.types.FlowControl(max_messages=self.max_messages, max_lease_duration=self.max_lease_seconds)
+        flow = pubsub_v1.types.FlowControl(max_messages=self.max_messages, max_lease_duration=self.max_lease_seconds,
+                                           max_duration_per_lease_extension=self.max_lease_extension_seconds)
         try:
             self._future = self._client.subscribe(self.path, callback=self._on_message, flow_control=flow)
         except Exception as exc:  # noqa: BLE001
