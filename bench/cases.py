@@ -154,7 +154,7 @@ class Context:
 
     # -- inputs ---------------------------------------------------------------------------------
     def generated(self, rows: int, files: int = 1, gzip: bool = False) -> Path:
-        """A cached folder of generated monthly files (estore_ops.generate.generate_files)."""
+        """A cached folder of generated monthly files (estore_ops.testing.generate.generate_files)."""
         users = max(5_000, rows // 10)
         key = f"gen-{files}x{rows}-u{users}-s46{'-gz' if gzip else ''}"
         folder = self.cache / key

@@ -16,8 +16,8 @@ from pathlib import Path
 
 
 def cmd_generate(a: argparse.Namespace) -> dict:
-    """Monthly files through the project's own generator (estore_ops.generate.generate_files)."""
-    from estore_ops.generate import generate_files
+    """Monthly files through the project's own generator (estore_ops.testing.generate.generate_files)."""
+    from estore_ops.testing.generate import generate_files
 
     started = time.perf_counter()
     written = generate_files(Path(a.dest), months=a.files, rows_per_month=a.rows, users=a.users, seed=a.seed,
@@ -26,10 +26,10 @@ def cmd_generate(a: argparse.Namespace) -> dict:
 
 
 def cmd_day(a: argparse.Namespace) -> dict:
-    """One day of events (the same generator SQL, estore_ops.generate.events_sql) as one file."""
+    """One day of events (the same generator SQL, estore_ops.testing.generate.events_sql) as one file."""
     import duckdb
 
-    from estore_ops.generate import events_sql
+    from estore_ops.testing.generate import events_sql
 
     first = date.fromisoformat(a.day)
     sql = events_sql(a.rows, a.users, a.seed, a.month, first, first + timedelta(days=1))
@@ -47,7 +47,7 @@ def cmd_tiny(a: argparse.Namespace) -> dict:
     """`count` small event files (a few generated rows each, same bytes) in one flat folder."""
     import duckdb
 
-    from estore_ops.generate import events_sql
+    from estore_ops.testing.generate import events_sql
 
     dest = Path(a.dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -99,9 +99,9 @@ def cmd_state(a: argparse.Namespace) -> dict:
     settle margin (as in production, where files arrive over months), so the loader's compaction
     to KEEP_RECORDS applies.
     """
-    from estore_ops import ingest
-    from estore_ops.state import IngestState, StateStore
-    from estore_ops.stores.local import LocalFolderStore
+    from estore_ops.ingest import pipeline as ingest
+    from estore_ops.ingest.state import IngestState, StateStore
+    from estore_ops.backends.stores.local import LocalFolderStore
 
     started = time.perf_counter()
     landing = LocalFolderStore(a.landing, create=False)

@@ -82,7 +82,7 @@ def render_markdown(data: dict[str, Any], source: Path) -> str:
         "by child processes), so its own RSS (" + f"{data.get('harness_max_rss_mb', '?')} MiB) cannot "
         "inflate a child's figure.",
         f"- Medians of {data['repeats']} repeats (capped for the long cases: see *n*). Inputs come from "
-        "`estore_ops.generate` (seed 46), cached between runs.",
+        "`estore_ops.testing.generate` (seed 46), cached between runs.",
         "- Load baseline: `CREATE TABLE events AS SELECT * FROM read_csv(<file or list of files>)` into a new "
         "database file. Transform baseline: the SQL dbt compiled for each model (its manifest of a "
         "`--full-refresh` run), run as `CREATE OR REPLACE VIEW/TABLE` in dependency order.",

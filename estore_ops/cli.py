@@ -41,7 +41,7 @@ class EstoreGroup(TyperGroup):
             raise  # click's own: a usage error (a bad option value) exits 2 with click's message
         except OSError as exc:
             # A file or folder the process cannot use (permissions, disk full): one clear line.
-            from estore_ops.environment import from_os_error
+            from estore_ops.backends.environment import from_os_error
 
             _show_traceback()
             fault = from_os_error(exc, "the path")
@@ -299,7 +299,7 @@ def lock_show(json_out: JsonOpt = False) -> None:
     """Who holds the run lock, if anyone."""
     from dataclasses import asdict
 
-    from estore_ops.lock import read_lock
+    from estore_ops.ops.lock import read_lock
 
     rt = _runtime()
     out = _output(json_out)
@@ -319,7 +319,7 @@ def lock_break(yes: YesOpt = False, json_out: JsonOpt = False) -> None:
     """Delete the run lock. Only when its holder is certainly gone (check `lock show`)."""
     from dataclasses import asdict
 
-    from estore_ops.lock import break_lock, read_lock
+    from estore_ops.ops.lock import break_lock, read_lock
 
     rt = _runtime()
     out = _output(json_out)
@@ -348,7 +348,7 @@ def generate(
     json_out: JsonOpt = False,
 ) -> None:
     """Write realistic REES46-style monthly event files (deterministic)."""
-    from estore_ops.generate import generate_files
+    from estore_ops.testing.generate import generate_files
 
     rt = _runtime()
     out = _output(json_out)
@@ -450,6 +450,23 @@ def _utc(moment: Optional[datetime]) -> Optional[datetime]:
     return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
+@app.command()
+def upgrade(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what the upgrade would do; change nothing.")] = False,
+    allow_rewrite: Annotated[bool, typer.Option("--allow-rewrite", help="Also make the changes that rewrite the raw events table (BigQuery; the dry run says how much it reads).")] = False,
+    unit_dir: Annotated[Path, typer.Option(help="Where the systemd units are installed.")] = Path("/etc/systemd/system"),
+    json_out: JsonOpt = False,
+) -> None:
+    """Bring a deployment made by an earlier version up to this one: what it found, did, and what is left to you."""
+    from estore_ops import jobs
+
+    rt = _runtime()
+    result = jobs.upgrade(rt, dry_run=dry_run, allow_rewrite=allow_rewrite, unit_dir=unit_dir)
+    result.render(_output(json_out))
+    if not result.ok and not dry_run:
+        raise JobFailedError("")
+
+
 # -- unattended operation -----------------------------------------------------------------------
 
 
@@ -465,7 +482,7 @@ def watch(
 
     With --events: load files seconds after they land (a catch-up scan every catchup_interval), and transform
     once arrivals pause (transform_quiet_period) or at most every transform_min_interval."""
-    from estore_ops.watch import watch as run_watch
+    from estore_ops.ingest.watch import watch as run_watch
 
     if notifications is not None:
         _Globals.flags["notifications"] = notifications
@@ -474,7 +491,7 @@ def watch(
     if events:
         if once:
             raise ConfigError("--events runs until stopped; --once is the timer's single tick. Use one of them.")
-        from estore_ops.watch import watch_events
+        from estore_ops.ingest.watch import watch_events
 
         def on_line(line: str, data: Any) -> None:
             if json_out:  # one JSON object per line: the loop runs for days
@@ -596,7 +613,7 @@ def doctor(json_out: JsonOpt = False) -> None:
     """Check each configured backend (landing, state, warehouse, dbt profile) and say how to fix failures."""
     from dataclasses import asdict
 
-    from estore_ops.doctor import run_doctor
+    from estore_ops.ops.doctor import run_doctor
 
     rt = _runtime()
     out = _output(json_out)
@@ -639,7 +656,8 @@ def systemd_install(
     if json_out:
         out.json({"dry_run": result.dry_run, "files": {str(k): v for k, v in result.files.items()},
                   "commands": [" ".join(c) for c in result.commands], "timers": result.timers,
-                  "ingest": result.ingest, "services": result.services})
+                  "ingest": result.ingest, "services": result.services,
+                  "removed": [str(p) for p in result.removed]})
         return
     if dry_run:
         for path, text in result.files.items():
@@ -648,6 +666,8 @@ def systemd_install(
         out.line("# commands that would run:", style="bold")
     for cmd in result.commands:
         out.line(("  " if dry_run else "ran: ") + " ".join(cmd))
+    for path in result.removed:
+        out.line(("  would remove " if dry_run else "removed ") + f"{path} (installed by an earlier version)")
     if not dry_run:
         out.line(f"Installed {len(result.files)} unit(s); timers enabled: {', '.join(result.timers)}"
                  + (f"; services enabled: {', '.join(result.services)}." if result.services else "."))

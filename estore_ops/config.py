@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from estore_ops.errors import ConfigError
-from estore_ops.stores.base import has_pattern_characters
+from estore_ops.backends.stores.base import has_pattern_characters
 
 CONFIG_FILE_NAME = "estore-ops.toml"
 ENV_PREFIX = "ESTORE_"
@@ -82,7 +82,7 @@ FIELDS: tuple[Field, ...] = (
     Field("health_transform_max_age", 93600, int, "Seconds after which the transform heartbeat is stale."),
     Field("health_snapshot_max_age", 691200, int, "Seconds after which the snapshot heartbeat is stale."),
     Field("log_format", "auto", str, "auto (text on a terminal, JSON lines otherwise), text or json."),
-    # watch --events (estore_ops.events)
+    # watch --events (estore_ops.ingest.events)
     Field("notifications", "", str, "Where `watch --events` hears about new landing files on GCS: pubsub://PROJECT/SUBSCRIPTION (a local landing folder is watched by the OS)."),
     Field("gather_window", 1.0, float, "watch --events: seconds to gather arrivals that come close together into one load."),
     Field("catchup_interval", 600, int, "watch --events: seconds between catch-up scans of the whole landing area (a lost notification waits at most this long)."),
@@ -190,7 +190,7 @@ def validate_location(key: str, value: str, origin: str) -> None:
     scheme = parsed.scheme if len(parsed.scheme) > 1 else ""
     if key == "warehouse":
         if scheme == "duckdb":
-            from estore_ops.warehouses import duckdb_path
+            from estore_ops.backends.warehouses import duckdb_path
 
             try:
                 duckdb_path(value)
@@ -198,7 +198,7 @@ def validate_location(key: str, value: str, origin: str) -> None:
                 raise ConfigError(f"{where} {exc}") from None
             return
         if scheme == "bigquery":
-            from estore_ops.warehouses.bigquery_url import parse_bigquery_url  # no Google import
+            from estore_ops.backends.warehouses.bigquery_url import parse_bigquery_url  # no Google import
 
             parse_bigquery_url(value, where)
             return
@@ -206,7 +206,7 @@ def validate_location(key: str, value: str, origin: str) -> None:
             return
         raise ConfigError(f"{where} is not a warehouse URL: use duckdb:///path.duckdb or bigquery://PROJECT/DATASET.")
     if scheme in ("", "file"):
-        from estore_ops.stores import folder_path
+        from estore_ops.backends.stores import folder_path
 
         try:
             folder_path(value)
@@ -364,7 +364,7 @@ def _keyfile_from_warehouse_url(values: dict[str, Any], sources: dict[str, str])
         values["keyfile"], sources["keyfile"] = in_url, f"keyfile= in the warehouse URL ({sources['warehouse']})"
 
 
-# ESTORE_* variables that are not settings: drill hooks (estore_ops.faults), the test tools folder,
-# and the run id estore-ops hands to dbt (estore_ops.transform.RUN_ID_ENV).
+# ESTORE_* variables that are not settings: drill hooks (estore_ops.testing.faults), the test tools folder,
+# and the run id estore-ops hands to dbt (estore_ops.analytics.transform.RUN_ID_ENV).
 _RESERVED_ENV = {"fault_point", "pause_point", "drop_point", "tools_dir", "run_id"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from estore_ops import jobs
 from estore_ops.errors import ConfigError, JobFailedError
-from estore_ops.generate import generate_files
+from estore_ops.testing.generate import generate_files
 from estore_ops.output import Output
 from estore_ops.render import render_dbt, render_headline, render_load
 from estore_ops.runtime import Runtime

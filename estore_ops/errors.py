@@ -77,7 +77,7 @@ class EnvironmentFaultError(BackendError):
     """A problem of the place, not of any file: a full disk, a read-only or unwritable folder, out of
     memory, a lock held by another program, an I/O error. The run stops at once (exit 4), no attempt
     is counted against any file, and the message names the path and what to free or fix
-    (`estore_ops.environment` builds these)."""
+    (`estore_ops.backends.environment` builds these)."""
 
     def __init__(self, message: str, path: str = "", kind: str = "") -> None:
         super().__init__(message)
@@ -130,3 +130,7 @@ class StoppedError(EstoreError):
     """A job stopped by SIGTERM/SIGINT (e.g. systemd's timeout) after cleaning up."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class UpgradeRequiredError(EstoreError):
+    """A deployment of an earlier version needs a change no job makes on its own; the message names the command."""

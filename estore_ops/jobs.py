@@ -9,20 +9,24 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from estore_ops import health, ingest
-from estore_ops.history import RunRecord
+from estore_ops.ops import health
+
+from estore_ops.ingest import pipeline as ingest
+from estore_ops.ops.history import RunRecord
 from estore_ops.errors import ConfigError, CorruptStateError, EstoreError, LockLostError, StoppedError
-from estore_ops.ingest import LoadResult, PendingFile, ScanResult
+from estore_ops.ingest.pipeline import LoadResult, PendingFile, ScanResult
 from estore_ops.runtime import Runtime
-from estore_ops.state import Snapshot
-from estore_ops.stores.base import ObjectInfo
-from estore_ops.tracking import run_lock, tracked_job
-from estore_ops.warehouses.base import FileOutcome
+from estore_ops.ingest.state import Snapshot
+from estore_ops.backends.stores.base import ObjectInfo
+from estore_ops.ops.tracking import run_lock, tracked_job
+from estore_ops.backends.warehouses.base import FileOutcome
 
 if TYPE_CHECKING:
-    from estore_ops.html_report import HtmlReport
-    from estore_ops.transform import DbtRunResult
-    from estore_ops.verify import VerifyResult
+    from estore_ops.analytics.html_report import HtmlReport
+    from estore_ops.analytics.transform import DbtRunResult
+    from estore_ops.ops.verify import VerifyResult
+    from estore_ops.deploy.upgrade.dbt_schema import DbtSetup
+    from estore_ops.deploy.upgrade.framework import UpgradeResult
 
 
 def scan(rt: Runtime, prefix: str = "") -> ScanResult:
@@ -45,7 +49,9 @@ def _load(
     def stop() -> bool:
         return bool(rt.lock is not None and rt.lock.lost.is_set()) or bool(should_stop and should_stop())
 
-    warehouse = rt.warehouse()
+    from estore_ops.deploy.upgrade.guard import RawTableGuard
+
+    warehouse = RawTableGuard(rt.warehouse())  # raw events of an earlier version: upgraded before the first file
     try:
         result = ingest.load_files(
             run_id=rt.run_id, landing=rt.landing, state_store=rt.state, warehouse=warehouse,
@@ -92,23 +98,33 @@ def load(
 # -- dbt ----------------------------------------------------------------------------------------
 
 
-def _dbt(rt: Runtime, command: str, **options: Any) -> DbtRunResult:
-    from estore_ops.transform import TransformStopped, default_project_dir, keep_artifacts, run_dbt, stopped_by_signals
+def dbt_setup(rt: Runtime, ensure_raw_table: bool = True) -> DbtSetup:
+    """The project, profile target and vars every dbt invocation of this deployment uses."""
+    from estore_ops.analytics.transform import default_project_dir
+    from estore_ops.deploy.upgrade.dbt_schema import DbtSetup
 
     warehouse = rt.warehouse()
     try:
-        warehouse.ensure_raw_table()  # models over an empty table build empty, not fail
+        if ensure_raw_table:
+            warehouse.ensure_raw_table()  # models over an empty table build empty, not fail
         target = warehouse.dbt_target(rt.settings)
         raw_schema = warehouse.raw_schema
     finally:
         warehouse.close()  # DuckDB allows one writer: dbt opens the file itself
     project = Path(rt.settings.dbt_project_dir) if rt.settings.dbt_project_dir else default_project_dir()
+    return DbtSetup(project, target, rt.work_dir, {"raw_schema": raw_schema})
+
+
+def _dbt(rt: Runtime, command: str, setup: DbtSetup | None = None, **options: Any) -> DbtRunResult:
+    from estore_ops.analytics.transform import TransformStopped, keep_artifacts, run_dbt, stopped_by_signals
+
+    setup = setup or dbt_setup(rt)
     canceller = _RunJobsCanceller(rt)
     try:
         with stopped_by_signals(canceller.cancel):
             result = run_dbt(
-                project_dir=project, target=target, work_dir=rt.work_dir, command=command,
-                vars={"raw_schema": raw_schema}, quiet=True, run_id=rt.run_id, **options,
+                project_dir=setup.project_dir, target=setup.target, work_dir=setup.work_dir, command=command,
+                vars=setup.vars, quiet=True, run_id=rt.run_id, **options,
             )
     except TransformStopped as stop:
         raise StoppedError(f"dbt {command} was stopped by {stop.signal_name}; {canceller.finish()}") from None
@@ -162,8 +178,8 @@ class _RunJobsCanceller:
 def _machine_fault(rt: Runtime, result: DbtRunResult) -> None:
     """A dbt run that failed only because of the machine (the warehouse's disk full, out of memory)
     stops like a load does: exit 4, one alert per episode, no model blamed."""
-    from estore_ops import environment
-    from estore_ops.warehouses import duckdb_path
+    from estore_ops.backends import environment
+    from estore_ops.backends.warehouses import duckdb_path
 
     if result.ok or not rt.settings.warehouse.startswith("duckdb:"):
         return
@@ -171,6 +187,21 @@ def _machine_fault(rt: Runtime, result: DbtRunResult) -> None:
     faults = [environment.from_warehouse_message(m, duckdb_path(rt.settings.warehouse)) for m in messages]
     if faults and all(faults):
         raise faults[0]  # type: ignore[misc]
+
+
+def _build(
+    rt: Runtime, select: Sequence[str] = (), exclude: Sequence[str] = (), full_refresh: bool = False, no_test: bool = False
+) -> DbtRunResult:
+    """dbt build, after the incremental models whose columns changed with this version were rebuilt."""
+    from estore_ops.deploy.upgrade.guard import guarded_build
+
+    setup = dbt_setup(rt)
+    return guarded_build(
+        rt, setup,
+        lambda: _dbt(rt, "build", setup, select=list(select) or None, exclude=list(exclude) or None,
+                     full_refresh=full_refresh, no_test=no_test),
+        select, exclude, full_refresh,
+    )
 
 
 def _record_dbt(record: RunRecord, result: DbtRunResult) -> None:
@@ -190,8 +221,7 @@ def transform(
     """dbt build: models and their tests."""
     # A partial build (--select/--exclude) does not make the models fresh: no heartbeat.
     with tracked_job(rt, "transform", heartbeat=not (select or exclude)) as record:
-        result = _dbt(rt, "build", select=list(select) or None, exclude=list(exclude) or None,
-                      full_refresh=full_refresh, no_test=no_test)
+        result = _build(rt, select, exclude, full_refresh, no_test)
         _record_dbt(record, result)
         _machine_fault(rt, result)
         return result
@@ -200,9 +230,28 @@ def transform(
 def snapshot(rt: Runtime, select: Sequence[str] = ()) -> DbtRunResult:
     """dbt snapshot: SCD2 history of the RFM segments and user statuses."""
     with tracked_job(rt, "snapshot") as record:
-        result = _dbt(rt, "snapshot", select=list(select) or None)
+        from estore_ops.deploy.upgrade.guard import guarded_snapshot
+
+        setup = dbt_setup(rt)
+        result = guarded_snapshot(rt, setup, lambda: _dbt(rt, "snapshot", setup, select=list(select) or None), select)
         _record_dbt(record, result)
         _machine_fault(rt, result)
+        return result
+
+
+def upgrade(rt: Runtime, dry_run: bool = False, allow_rewrite: bool = False, unit_dir: Path | None = None) -> UpgradeResult:
+    """Bring a deployment made by an earlier version up to this one (see estore_ops.deploy.upgrade)."""
+    from estore_ops.deploy.upgrade.framework import run_steps
+    from estore_ops.deploy.upgrade.steps import STEPS, UpgradeContext
+
+    ctx = UpgradeContext(rt, dry_run, allow_rewrite)
+    if unit_dir is not None:
+        ctx.unit_dir = unit_dir
+    if dry_run:
+        return run_steps(STEPS, ctx, dry_run=True, run_id=rt.run_id)  # no lock: nothing is written
+    with tracked_job(rt, "upgrade") as record:
+        result = run_steps(STEPS, ctx, dry_run=False, run_id=rt.run_id)
+        record.failures += [{"subject": f"upgrade: {s.name}", "error": s.error or ""} for s in result.failed]
         return result
 
 
@@ -245,7 +294,7 @@ def ingest_tick(rt: Runtime, should_stop: Callable[[], bool] | None = None) -> T
         reason = health.transform_due(rt.state_backend)
         if reason and not (should_stop and should_stop()):
             result.transform_reason = reason
-            result.transform = _dbt(rt, "build")
+            result.transform = _build(rt)
             _record_dbt(record, result.transform)
             _machine_fault(rt, result.transform)
             if result.transform.ok:
@@ -299,9 +348,9 @@ def cursor_restore(rt: Runtime) -> Snapshot:
 
 def health_check(rt: Runtime) -> tuple[list[health.HealthRow], bool]:
     """Heartbeat ages against thresholds; alerts once per stale episode. Returns (rows, alerted)."""
-    from estore_ops.documents import JsonDocument
-    from estore_ops.notify import Alert
-    from estore_ops.tracking import alert_manager
+    from estore_ops.ops.documents import JsonDocument
+    from estore_ops.ops.notify import Alert
+    from estore_ops.ops.tracking import alert_manager
 
     rows = health.check(rt.state_backend, rt.settings)
     stale = {r.check for r in rows if r.stale}
@@ -334,20 +383,20 @@ def health_check(rt: Runtime) -> tuple[list[health.HealthRow], bool]:
 
 
 def runs(rt: Runtime, job: str | None, status: str | None, limit: int) -> list[RunRecord]:
-    from estore_ops.history import RunHistory
+    from estore_ops.ops.history import RunHistory
 
     return RunHistory(rt.state_backend, rt.settings.runs_keep).list(job, status, limit)
 
 
 def run_detail(rt: Runtime, run_id: str) -> RunRecord:
-    from estore_ops.history import RunHistory
+    from estore_ops.ops.history import RunHistory
 
     return RunHistory(rt.state_backend, rt.settings.runs_keep).get(run_id)
 
 
 def report(rt: Runtime) -> dict[str, list[dict[str, Any]]]:
     """The headline results from the built marts (RFM segments, funnel, churn)."""
-    from estore_ops.reports import headline
+    from estore_ops.analytics.reports import headline
 
     warehouse = rt.warehouse(read_only=True)
     try:
@@ -364,12 +413,12 @@ def verify(
     fail_on_gone: bool = False,
     prefix: str = "",
 ) -> VerifyResult:
-    """Compare the warehouse, the state and the landing files (see estore_ops.verify).
+    """Compare the warehouse, the state and the landing files (see estore_ops.ops.verify).
 
     Runs under the lock (a load in progress would make the counts disagree for a moment), is
     recorded in the run history, and a mismatch alerts once per problem (deduplicated).
     """
-    from estore_ops import verify as audit
+    from estore_ops.ops import verify as audit
 
     with tracked_job(rt, "verify") as record:
         state = rt.state.read().state
@@ -389,9 +438,9 @@ def verify(
 
 def report_html(rt: Runtime, path: Path) -> HtmlReport:
     """Write the self-contained HTML report: marts for the numbers, the state for the freshness."""
-    from estore_ops.documents import JsonDocument
-    from estore_ops.html_report import build_report
-    from estore_ops.html_report.data import Freshness
+    from estore_ops.ops.documents import JsonDocument
+    from estore_ops.analytics.html_report import build_report
+    from estore_ops.analytics.html_report.data import Freshness
 
     state = rt.state.read().state
     summary = ingest.cursor_summary(state, rt.state.location)
@@ -414,7 +463,7 @@ def alert_test(rt: Runtime) -> str:
     """Send a test message through the configured notifier; raises NotifyError if it fails."""
     import socket
 
-    from estore_ops.notify import Alert, open_notifier
+    from estore_ops.ops.notify import Alert, open_notifier
 
     notifier = open_notifier(rt.settings)
     notifier.send(Alert("test", ":wave: estore-ops test alert", [f"Sent from `{socket.gethostname()}`, run `{rt.run_id}`."]))
@@ -425,8 +474,8 @@ def alert_unit_failure(rt: Runtime, unit: str) -> bool:
     """systemd OnFailure=: the unit failed, was killed or timed out (the job could not alert itself)."""
     import socket
 
-    from estore_ops.alerts import Failure
-    from estore_ops.tracking import alert_manager
+    from estore_ops.ops.alerts import Failure
+    from estore_ops.ops.tracking import alert_manager
 
     alerts = alert_manager(rt)
     if alerts is None:

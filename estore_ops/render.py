@@ -7,12 +7,12 @@ from contextlib import ExitStack
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from estore_ops.ingest import LoadResult, PendingFile
+from estore_ops.ingest.pipeline import LoadResult, PendingFile
 from estore_ops.output import Output
-from estore_ops.warehouses.base import FileOutcome
+from estore_ops.backends.warehouses.base import FileOutcome
 
 if TYPE_CHECKING:
-    from estore_ops.transform import DbtRunResult
+    from estore_ops.analytics.transform import DbtRunResult
 
 
 class LoadProgress:
@@ -91,7 +91,7 @@ def render_dbt(out: Output, result: DbtRunResult, run_id: str) -> None:
     if out.json_mode:
         out.json({
             "run_id": run_id, "command": result.command, "ok": result.ok, "seconds": round(result.elapsed, 2),
-            "counts": result.counts(), "error": result.error,
+            "counts": result.counts(), "error": result.error, "notes": result.notes,
             "nodes": [
                 {"name": n.name, "kind": n.kind, "status": n.status, "seconds": round(n.seconds, 2),
                  "rows_affected": n.rows_affected, "message": n.message if n.failed else None}
@@ -99,6 +99,8 @@ def render_dbt(out: Output, result: DbtRunResult, run_id: str) -> None:
             ],
         })
         return
+    for note in result.notes:
+        out.line(f"upgrade: {note}", style="yellow")
     shown = [n for n in result.nodes if n.kind != "test" or n.failed or not out.terminal]
     if shown:
         out.table(

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from estore_ops.config import Settings
-from estore_ops.state import StateStore
-from estore_ops.stores import ObjectStore, open_store
-from estore_ops.warehouses import Warehouse, open_warehouse
+from estore_ops.ingest.state import StateStore
+from estore_ops.backends.stores import ObjectStore, open_store
+from estore_ops.backends.warehouses import Warehouse, open_warehouse
 
 
 def new_run_id() -> str:

@@ -141,7 +141,7 @@ class FakeGCS:
         return name
 
     def store(self, url: str) -> Any:
-        from estore_ops.stores.gcs import GCSStore
+        from estore_ops.backends.stores.gcs import GCSStore
 
         return GCSStore.from_url(url, client=self.client())
 

@@ -106,9 +106,9 @@ def fault_env(point: str) -> dict[str, str]:
 def load_into_duckdb(db: Path, landing: Path, names: Sequence[str]) -> None:
     """Load landing files into a DuckDB warehouse through the real loader (no state document)."""
     from estore_ops.schema import SOURCE_COLUMN_NAMES
-    from estore_ops.stores.local import LocalFolderStore
-    from estore_ops.warehouses.base import LoadItem
-    from estore_ops.warehouses.duckdb import DuckDBWarehouse
+    from estore_ops.backends.stores.local import LocalFolderStore
+    from estore_ops.backends.warehouses.base import LoadItem
+    from estore_ops.backends.warehouses.duckdb import DuckDBWarehouse
 
     store = LocalFolderStore(landing)
     wh = DuckDBWarehouse(f"duckdb:///{db}")

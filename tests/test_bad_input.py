@@ -192,7 +192,7 @@ def test_expected_md_matches_the_cases() -> None:
 
 
 def test_file_renamed_after_the_scan_fails_alone(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    import estore_ops.ingest as ingest
+    import estore_ops.ingest.pipeline as ingest
 
     ws.add("a.csv", event_lines(4))
     ws.add("b.csv", event_lines(5, start=100))
@@ -216,7 +216,7 @@ def test_file_renamed_after_the_scan_fails_alone(ws: Workspace, monkeypatch: pyt
 
 
 def test_file_renamed_during_its_load_fails_alone(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    import estore_ops.warehouses.duckdb as wd
+    import estore_ops.backends.warehouses.duckdb as wd
 
     ws.add("a.csv", event_lines(4))
     ws.add("b.csv", event_lines(5, start=100))
@@ -241,7 +241,7 @@ def test_file_renamed_during_its_load_fails_alone(ws: Workspace, monkeypatch: py
 
 
 def test_file_deleted_before_duckdb_reads_it_is_described(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    import estore_ops.warehouses.duckdb as wd
+    import estore_ops.backends.warehouses.duckdb as wd
 
     monkeypatch.setenv("ESTORE_LOAD_BATCH_MB", "0")  # one transaction per file: a.csv commits before b.csv is read
     ws.add("a.csv", event_lines(4))
@@ -262,7 +262,7 @@ def test_file_deleted_before_duckdb_reads_it_is_described(ws: Workspace, monkeyp
 
 def test_file_deleted_before_its_batch_is_read_fails_alone(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     """The batch's read fails as a whole; the files then load one by one and only b.csv fails."""
-    import estore_ops.ingest as ingest
+    import estore_ops.ingest.pipeline as ingest
 
     ws.add("a.csv", event_lines(4))
     ws.add("b.csv", event_lines(5, start=100))

@@ -1,8 +1,8 @@
 """Transient and permanent backend faults: the chaos+ backends, the retry policy, alerts that hang.
 
 `chaos+<url>?fail=..&permanent=..&lost=..&seed=..` wraps a store or a warehouse and fails a share
-of its calls (estore_ops/stores/chaos.py, estore_ops/warehouses/chaos.py). Like the real backends,
-the chaos backends run each call under the one retry policy (estore_ops/retry.py): callers never
+of its calls (estore_ops/testing/chaos_store.py, estore_ops/testing/chaos_warehouse.py). Like the real backends,
+the chaos backends run each call under the one retry policy (estore_ops/backends/retry.py): callers never
 retry.
 """
 
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from estore_ops import retry
+from estore_ops.backends import retry
 from estore_ops.errors import BackendError, ConfigError, ExitCode, TransientBackendError
-from estore_ops.stores import open_store
-from estore_ops.stores.chaos import ChaosStore
-from estore_ops.warehouses import open_warehouse
-from estore_ops.warehouses.chaos import ChaosWarehouse
+from estore_ops.backends.stores import open_store
+from estore_ops.testing.chaos_store import ChaosStore
+from estore_ops.backends.warehouses import open_warehouse
+from estore_ops.testing.chaos_warehouse import ChaosWarehouse
 from tests.helpers import HEADER, Workspace, event_lines
 
 FILES = {"a.csv": 30, "b.csv.gz": 20, "c.csv": 25, "d.csv": 15, "e.csv.gz": 10}
@@ -102,7 +102,7 @@ def test_fault_rates_and_kinds(tmp_path: Path, no_retries: None) -> None:
 
 
 def test_same_seed_same_faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_retries: None) -> None:
-    from estore_ops.stores import chaos
+    from estore_ops.testing import chaos_store as chaos
 
     def sequence() -> list[bool]:
         monkeypatch.setattr(chaos, "_OPENED", {})  # as in a new process
@@ -324,7 +324,7 @@ def silent_server() -> Iterator[int]:
 def test_slack_that_never_answers_keeps_the_original_failure_and_exit_code(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch, silent_server: int
 ) -> None:
-    from estore_ops.notify import slack
+    from estore_ops.ops.notify import slack
 
     # TIMEOUT is 10 s per attempt in production (4 attempts, 30 s overall); 1 s keeps this test short.
     monkeypatch.setattr(slack, "TIMEOUT", 1)
@@ -347,7 +347,7 @@ def test_slack_that_never_answers_keeps_the_original_failure_and_exit_code(
 def test_slack_that_never_answers_does_not_fail_a_good_run(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch, silent_server: int
 ) -> None:
-    from estore_ops.notify import slack
+    from estore_ops.ops.notify import slack
 
     monkeypatch.setattr(slack, "TIMEOUT", 1)
     monkeypatch.setenv("SLACK_WEBHOOK_URL", f"http://127.0.0.1:{silent_server}/services/T0/B0/x")

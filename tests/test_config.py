@@ -104,7 +104,7 @@ def test_gcs_location_without_the_extra_says_what_to_install(ws: Workspace, monk
     real_import = builtins.__import__
 
     def no_google(name: str, *args: object, **kwargs: object) -> object:
-        if name.startswith(("google.cloud", "estore_ops.stores.gcs")):
+        if name.startswith(("google.cloud", "estore_ops.backends.stores.gcs")):
             raise ImportError(name)
         return real_import(name, *args, **kwargs)
 
@@ -131,7 +131,7 @@ def test_load_memory_limit_is_validated_and_applied(tmp_path: Path) -> None:
 def test_auto_memory_limit_grows_with_duckdb_threads(tmp_path: Path) -> None:
     """A fixed 512MB limit made a 10M-row load run out of memory with 32 threads."""
     from estore_ops.runtime import Runtime
-    from estore_ops.warehouses.duckdb import auto_memory_limit
+    from estore_ops.backends.warehouses.duckdb import auto_memory_limit
 
     assert [auto_memory_limit(t) for t in (1, 2, 8, 16, 64)] == ["512MB", "512MB", "512MB", "1024MB", "4096MB"]
     wh = Runtime(load_settings(env={}, cwd=tmp_path)).warehouse()  # the default is auto
@@ -145,7 +145,7 @@ def test_auto_memory_limit_grows_with_duckdb_threads(tmp_path: Path) -> None:
 
 
 def test_auto_memory_limit_stays_under_the_memory_the_process_may_use(tmp_path: Path) -> None:
-    from estore_ops.warehouses.duckdb import auto_memory_limit, usable_memory_bytes
+    from estore_ops.backends.warehouses.duckdb import auto_memory_limit, usable_memory_bytes
 
     assert auto_memory_limit(64, 2_000_000_000) == "1600MB"  # a 2GB container on a 64-core host
     assert auto_memory_limit(2, 500_000_000) == "400MB"

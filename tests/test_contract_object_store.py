@@ -1,7 +1,7 @@
 """One contract for every object store: the local folder and Cloud Storage (on fake-gcs-server).
 
-The contract is the docstring of estore_ops.stores.base; the state document's compare-and-swap
-(estore_ops.state) is checked on top of it with two racing writers.
+The contract is the docstring of estore_ops.backends.stores.base; the state document's compare-and-swap
+(estore_ops.ingest.state) is checked on top of it with two racing writers.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from unittest import mock
 import pytest
 
 from estore_ops.errors import ObjectNotFoundError, PreconditionFailedError, UnsafeNameError
-from estore_ops.state import LOADED, FileRecord, IngestState, StateStore
-from estore_ops.stores.base import ObjectStore
-from estore_ops.stores.local import LocalFolderStore
+from estore_ops.ingest.state import LOADED, FileRecord, IngestState, StateStore
+from estore_ops.backends.stores.base import ObjectStore
+from estore_ops.backends.stores.local import LocalFolderStore
 from tests.gcp_emulators import fake_gcs, gcs_bucket  # noqa: F401 - fixtures
 
 STORES = ["local", pytest.param("gcs", marks=pytest.mark.gcp)]

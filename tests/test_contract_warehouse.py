@@ -1,6 +1,6 @@
 """One contract for every warehouse: DuckDB (a temp file; small files batched in one transaction,
 the default, and one transaction per file) and BigQuery (on bqemulator, reading gs:// objects that
-fake-gcs-server stored). See the docstring of estore_ops.warehouses.base.
+fake-gcs-server stored). See the docstring of estore_ops.backends.warehouses.base.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from estore_ops import schema
-from estore_ops.stores.base import ObjectStore
-from estore_ops.stores.local import LocalFolderStore
-from estore_ops.warehouses.base import FileOutcome, LoadItem, Warehouse
-from estore_ops.warehouses.duckdb import DuckDBWarehouse
+from estore_ops.backends.stores.base import ObjectStore
+from estore_ops.backends.stores.local import LocalFolderStore
+from estore_ops.backends.warehouses.base import FileOutcome, LoadItem, Warehouse
+from estore_ops.backends.warehouses.duckdb import DuckDBWarehouse
 from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs, gcs_bucket  # noqa: F401 - fixtures
 from tests.helpers import HEADER, event_lines
 
@@ -62,7 +62,7 @@ def rig(request: pytest.FixtureRequest, tmp_path) -> Rig:
 
 
 def _bigquery_rig(request: pytest.FixtureRequest) -> Rig:
-    from estore_ops.warehouses.bigquery import BigQueryWarehouse
+    from estore_ops.backends.warehouses.bigquery import BigQueryWarehouse
 
     gcs = request.getfixturevalue("fake_gcs")
     bq = request.getfixturevalue("bq_emulator")
@@ -282,7 +282,7 @@ def test_bigquery_commit_rerun_when_rows_vanished(bq_rig: Rig) -> None:
 @pytest.mark.gcp
 def test_bigquery_from_a_local_landing_folder(fake_gcs, bq_emulator, bq_dataset, tmp_path) -> None:  # noqa: F811
     """Mixed configuration: the file is streamed from disk (load_table_from_file)."""
-    from estore_ops.warehouses.bigquery import BigQueryWarehouse
+    from estore_ops.backends.warehouses.bigquery import BigQueryWarehouse
 
     store = LocalFolderStore(tmp_path / "landing")
     wh = BigQueryWarehouse.from_url(bq_emulator.url(bq_dataset), client=bq_emulator.client())
@@ -294,7 +294,7 @@ def test_bigquery_from_a_local_landing_folder(fake_gcs, bq_emulator, bq_dataset,
 
 
 def test_bigquery_dbt_target_shapes() -> None:
-    from estore_ops.warehouses.bigquery import BigQueryWarehouse
+    from estore_ops.backends.warehouses.bigquery import BigQueryWarehouse
 
     emu = BigQueryWarehouse.from_url("bigquery://proj-1/d?api_endpoint=http://127.0.0.1:9050&location=EU").dbt_target(None)
     assert emu["method"] == "oauth-secrets" and emu["token"] and emu["api_endpoint"] == "http://127.0.0.1:9050"

@@ -118,8 +118,8 @@ def test_two_runs_started_together_one_runs_the_other_exits_with_the_lock_code(w
 
 
 def test_a_lock_taken_by_another_run_is_noticed_by_its_holder(tmp_path: Path) -> None:
-    from estore_ops.lock import LOCK_NAME, RunLock
-    from estore_ops.stores.local import LocalFolderStore
+    from estore_ops.ops.lock import LOCK_NAME, RunLock
+    from estore_ops.backends.stores.local import LocalFolderStore
 
     store = LocalFolderStore(tmp_path / "state")
     lock = RunLock(store, "run-a", "load", lease_seconds=3).acquire()  # renews every second
@@ -133,8 +133,8 @@ def test_a_lock_taken_by_another_run_is_noticed_by_its_holder(tmp_path: Path) ->
 
 
 def test_lock_break_only_deletes_the_lock_the_operator_saw(tmp_path: Path) -> None:
-    from estore_ops.lock import break_lock, read_lock
-    from estore_ops.stores.local import LocalFolderStore
+    from estore_ops.ops.lock import break_lock, read_lock
+    from estore_ops.backends.stores.local import LocalFolderStore
 
     store = LocalFolderStore(tmp_path / "state")
     store.write("run.lock", b'{"owner": "a", "command": "load", "host": "h", "pid": 1, "started_at": "x", "expires_at": "2999-01-01T00:00:00+00:00"}')

@@ -46,15 +46,15 @@ import duckdb
 import pytest
 
 from estore_ops.schema import SOURCE_COLUMN_NAMES
-from estore_ops.stores.local import LocalFolderStore
-from estore_ops.transform import (
+from estore_ops.backends.stores.local import LocalFolderStore
+from estore_ops.analytics.transform import (
     DbtRunResult,
     default_project_dir,
     keep_artifacts,
     run_dbt,
     write_profile,
 )
-from estore_ops.warehouses.duckdb import DuckDBWarehouse
+from estore_ops.backends.warehouses.duckdb import DuckDBWarehouse
 from tests.helpers import load_into_duckdb
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dbt"
@@ -517,7 +517,7 @@ def test_keep_artifacts_prunes_old_runs(tmp_path):
 
 # -- reports ------------------------------------------------------------------------------------
 def test_headline_report_reads_the_marts(flow):
-    from estore_ops.reports import headline
+    from estore_ops.analytics.reports import headline
 
     wh = DuckDBWarehouse(f"duckdb:///{flow['db']}", read_only=True)
     try:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from estore_ops import retry
+from estore_ops.backends import retry
 from tests import fault_proxy as fp
 from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs, gcs_bucket  # noqa: F401 - fixtures
 from tests.helpers import HEADER, Workspace, event_lines

@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 
 from estore_ops.errors import ExitCode
-from estore_ops.state import IngestState
+from estore_ops.ingest.state import IngestState
 from tests.corpus import make_corpus
 from tests.helpers import HEADER, event_lines, fault_env
 from tests.slack_server import slack  # noqa: F401 - fixture

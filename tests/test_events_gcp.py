@@ -160,7 +160,7 @@ def test_a_burst_of_uploads_loads_in_a_few_batches_and_every_message_is_acknowle
 
 def test_a_burst_on_the_bigquery_emulator(cloud: Cloud, bq_emulator, bq_dataset) -> None:  # noqa: F811
     cloud.warehouse = bq_emulator.url(bq_dataset)
-    from estore_ops.warehouses.bigquery import BigQueryWarehouse
+    from estore_ops.backends.warehouses.bigquery import BigQueryWarehouse
 
     loop = cloud.start()
     expected = {f"bq-{i}.csv": 2 + i for i in range(6)}

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from estore_ops.config import load_settings
-from estore_ops.events import folder as folder_mod
-from estore_ops.events.base import Arrival
-from estore_ops.events.folder import FolderSource, open_for_writing
-from estore_ops.events.loop import EventLoop
+from estore_ops.ingest.events import folder as folder_mod
+from estore_ops.ingest.events.base import Arrival
+from estore_ops.ingest.events.folder import FolderSource, open_for_writing
+from estore_ops.ingest.events.loop import EventLoop
 from estore_ops.runtime import Runtime
 from tests.events_helpers import EventsProcess, wait_for
 from tests.helpers import HEADER, Workspace, event_lines, write_csv
@@ -269,7 +269,7 @@ def test_open_for_writing_is_told_by_the_kernel(tmp_path: Path) -> None:
 
 
 def test_without_leases_a_file_is_complete_once_it_settled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from estore_ops.stores.local import LocalFolderStore
+    from estore_ops.backends.stores.local import LocalFolderStore
 
     monkeypatch.setattr(folder_mod, "open_for_writing", lambda path: folder_mod.UNKNOWN)  # not the owner, NFS
     monkeypatch.setattr(folder_mod, "SETTLE_SECONDS", 0.5)

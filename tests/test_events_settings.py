@@ -9,11 +9,11 @@ import pytest
 
 from estore_ops.config import load_settings
 from estore_ops.errors import ConfigError, ExitCode
-from estore_ops.events import loop as loop_mod
-from estore_ops.events.base import Arrival, ArrivalSource
-from estore_ops.events.loop import EventLoop, open_source, version_recorded
+from estore_ops.ingest.events import loop as loop_mod
+from estore_ops.ingest.events.base import Arrival, ArrivalSource
+from estore_ops.ingest.events.loop import EventLoop, open_source, version_recorded
 from estore_ops.runtime import Runtime
-from estore_ops.state import IngestState
+from estore_ops.ingest.state import IngestState
 from tests.helpers import Workspace
 
 
@@ -155,7 +155,7 @@ def test_pubsub_refusals_say_which_role_or_resource_is_missing() -> None:
     pytest.importorskip("google.cloud.pubsub_v1", reason="the gcp extra is not installed")
     from google.api_core import exceptions as gexc
 
-    from estore_ops.events.pubsub import PubSubSource
+    from estore_ops.ingest.events.pubsub import PubSubSource
 
     source = PubSubSource("pubsub://my-project/estore-sub", "gs://bucket/landing")
     denied = source._translate(gexc.PermissionDenied("User not authorized to perform this action."), "pull messages")

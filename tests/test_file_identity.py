@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from estore_ops.ingest import scan
-from estore_ops.state import FileRecord, IngestState, StateStore
-from estore_ops.stores.local import LocalFolderStore
+from estore_ops.ingest.pipeline import scan
+from estore_ops.ingest.state import FileRecord, IngestState, StateStore
+from estore_ops.backends.stores.local import LocalFolderStore
 from tests.helpers import HEADER, Workspace, event_lines
 
 FUTURE = "2031-05-01 12:00:00"
@@ -124,7 +124,7 @@ def test_a_state_written_before_the_identity_fields_keeps_files_loaded(ws: Works
 
 def test_folded_records_keep_the_ctime(ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A loaded file folded into the compact map is still seen as changed after a same-timestamp rewrite."""
-    import estore_ops.ingest as ingest
+    import estore_ops.ingest.pipeline as ingest
 
     monkeypatch.setattr(ingest, "KEEP_RECORDS", 1)
     ws.landing.mkdir(parents=True)
@@ -178,8 +178,8 @@ def test_state_documents_without_identity_fields_round_trip(tmp_path: Path) -> N
 def test_a_file_listed_right_after_its_write_is_marked_racy(ws: Workspace) -> None:
     """A file written moments before the load that lists it gets `racy` (its fingerprint is re-read);
     one written long before does not."""
-    from estore_ops.ingest import file_identity
-    from estore_ops.state import racy_window_ns
+    from estore_ops.ingest.pipeline import file_identity
+    from estore_ops.ingest.state import racy_window_ns
 
     ws.add("old.csv", event_lines(2))
     os.utime(ws.landing / "old.csv")

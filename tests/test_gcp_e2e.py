@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from estore_ops.warehouses.bigquery import BigQueryWarehouse
+from estore_ops.backends.warehouses.bigquery import BigQueryWarehouse
 from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs, gcs_bucket  # noqa: F401 - fixtures
 from tests.helpers import HEADER, Workspace, event_lines
 

@@ -10,12 +10,12 @@ import requests
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 
-from estore_ops import retry
+from estore_ops.backends import retry
 from estore_ops.config import load_settings
-from estore_ops.doctor import run_doctor
+from estore_ops.ops.doctor import run_doctor
 from estore_ops.errors import BackendError, ObjectNotFoundError, PreconditionFailedError, TransientBackendError
-from estore_ops.stores.gcs import GCSStore
-from estore_ops.warehouses.bigquery import BigQueryWarehouse
+from estore_ops.backends.stores.gcs import GCSStore
+from estore_ops.backends.warehouses.bigquery import BigQueryWarehouse
 from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs, gcs_bucket  # noqa: F401 - fixtures
 
 
@@ -117,7 +117,7 @@ def test_doctor_on_the_emulators(tmp_path: Path, fake_gcs, bq_emulator, gcs_buck
     assert all(c.ok for c in checks.values()), checks
     assert "dry-run" in checks["warehouse"].detail
 
-    monkeypatch.setattr("estore_ops.doctor.check_dbt", lambda settings: "not checked here")  # parsed above already
+    monkeypatch.setattr("estore_ops.ops.doctor.check_dbt", lambda settings: "not checked here")  # parsed above already
     bad = {**env, "ESTORE_LANDING": "gs://no-such-bucket-xyz/landing", "ESTORE_WAREHOUSE": bq_emulator.url("no_such_dataset")}
     checks = {c.name: c for c in run_doctor(load_settings(env=bad, cwd=tmp_path))}
     assert not checks["landing"].ok and "no-such-bucket-xyz does not exist" in checks["landing"].detail

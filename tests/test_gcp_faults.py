@@ -36,10 +36,10 @@ from typing import Any
 
 import pytest
 
-from estore_ops import retry
+from estore_ops.backends import retry
 from estore_ops.errors import ExitCode
-from estore_ops.state import TRANSIENT_FAILURES_PER_ATTEMPT
-from estore_ops.warehouses.bigquery import BigQueryWarehouse
+from estore_ops.ingest.state import TRANSIENT_FAILURES_PER_ATTEMPT
+from estore_ops.backends.warehouses.bigquery import BigQueryWarehouse
 from tests.fault_proxy import (
     BQ_ACCESS_DENIED,
     BQ_QUOTA,
@@ -332,7 +332,7 @@ def test_lost_answers_of_state_writes_the_lock_and_deletes_are_harmless(cloud: C
     assert [s.answered for s in cloud.gcs.seen].count("dropped") == 3
     assert cloud.warehouse.rows_by_file() == {"a.csv": 5}
     assert cloud.cursor()["counts"]["loaded"] == 1
-    from estore_ops.stores.gcs import GCSStore
+    from estore_ops.backends.stores.gcs import GCSStore
 
     state = GCSStore.from_url(os.environ["ESTORE_STATE"])
     assert not state.exists("run.lock")  # released although the delete's answer was lost

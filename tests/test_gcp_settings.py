@@ -13,7 +13,7 @@ import pytest
 from estore_ops.config import load_settings, parse_size
 from estore_ops.errors import ConfigError, ExitCode
 from estore_ops.runtime import Runtime
-from estore_ops.state import FAILED, LOADED, QUARANTINED, TRANSIENT_FAILURES_PER_ATTEMPT, IngestState
+from estore_ops.ingest.state import FAILED, LOADED, QUARANTINED, TRANSIENT_FAILURES_PER_ATTEMPT, IngestState
 from tests.helpers import Workspace
 
 GOOD = "bigquery://acme-estore-prod/raw?location=EU"
@@ -156,7 +156,7 @@ def test_a_bad_max_bytes_billed_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_reload_deletes_are_limited_by_constant_ranges_of_the_partitioning_column() -> None:
-    from estore_ops.warehouses.bigquery import days_predicate
+    from estore_ops.backends.warehouses.bigquery import days_predicate
 
     days = {dt.date(2019, 10, 1), dt.date(2019, 10, 2), dt.date(2019, 10, 3), dt.date(2019, 11, 5), None}
     assert days_predicate("T.event_time", days) == (

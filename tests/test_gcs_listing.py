@@ -61,7 +61,7 @@ def listing_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 
 def test_listing_asks_for_pages_of_1000_with_only_the_needed_fields(listing_server, monkeypatch: pytest.MonkeyPatch) -> None:
-    from estore_ops.stores.gcs import GCSStore
+    from estore_ops.backends.stores.gcs import GCSStore
 
     endpoint, requests = listing_server
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)

@@ -27,7 +27,7 @@ import duckdb
 import pytest
 
 from estore_ops.schema import SOURCE_COLUMN_NAMES
-from estore_ops.transform import default_project_dir, run_dbt
+from estore_ops.analytics.transform import default_project_dir, run_dbt
 from tests.helpers import load_into_duckdb
 
 PROJECT = default_project_dir()

@@ -239,7 +239,7 @@ def test_crlf_and_bom_files_load(ws: Workspace) -> None:
 
 def test_a_large_first_backfill_writes_the_state_a_bounded_number_of_times(ws: Workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Thousands of files must not make every write slow: writes are batched, not one per file."""
-    from estore_ops.state import StateStore
+    from estore_ops.ingest.state import StateStore
 
     for i in range(300):
         ws.add(f"f{i:04d}.csv", event_lines(1, start=i))
@@ -262,7 +262,7 @@ def test_a_large_first_backfill_writes_the_state_a_bounded_number_of_times(ws: W
 
 
 def test_checkpoint_zero_records_every_file_as_it_commits(ws: Workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from estore_ops.state import StateStore
+    from estore_ops.ingest.state import StateStore
 
     monkeypatch.setenv("ESTORE_STATE_CHECKPOINT_SECONDS", "0")
     for i in range(5):
@@ -276,7 +276,7 @@ def test_checkpoint_zero_records_every_file_as_it_commits(ws: Workspace, monkeyp
 
 def test_a_folder_moved_in_with_old_timestamps_is_loaded_even_after_compaction(ws: Workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """`mv` of a folder keeps its files' ctime: arrival order alone must never mean 'loaded'."""
-    import estore_ops.ingest as ingest
+    import estore_ops.ingest.pipeline as ingest
 
     monkeypatch.setattr(ingest, "KEEP_RECORDS", 1)  # fold almost everything, as after thousands of files
     outside = ws.root / "incoming" / "2020"

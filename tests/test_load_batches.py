@@ -8,11 +8,11 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from estore_ops import ingest
-from estore_ops.ingest import InFlight
-from estore_ops.state import StateStore
-from estore_ops.stores.local import LocalFolderStore
-from estore_ops.warehouses.duckdb import DuckDBWarehouse
+from estore_ops.ingest import pipeline as ingest
+from estore_ops.ingest.pipeline import InFlight
+from estore_ops.ingest.state import StateStore
+from estore_ops.backends.stores.local import LocalFolderStore
+from estore_ops.backends.warehouses.duckdb import DuckDBWarehouse
 from tests.helpers import Workspace, event_lines
 
 

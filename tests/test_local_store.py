@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from estore_ops.errors import PreconditionFailedError, UnsafeNameError
-from estore_ops.stores.local import LocalFolderStore
+from estore_ops.backends.stores.local import LocalFolderStore
 
 
 @pytest.mark.parametrize("name", ["../x.csv", "/etc/passwd", "a/../../x.csv", "a//b.csv", "./a.csv", ""])

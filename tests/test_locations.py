@@ -14,7 +14,7 @@ import pytest
 
 from estore_ops.config import load_settings
 from estore_ops.errors import ConfigError, ExitCode
-from estore_ops.stores import open_store
+from estore_ops.backends.stores import open_store
 from tests.helpers import Workspace, event_lines
 
 

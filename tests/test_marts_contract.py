@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from estore_ops.schema import SOURCE_COLUMN_NAMES
-from estore_ops.transform import DbtRunResult, default_project_dir, run_dbt
-from estore_ops.warehouses.duckdb import DuckDBWarehouse
+from estore_ops.analytics.transform import DbtRunResult, default_project_dir, run_dbt
+from estore_ops.backends.warehouses.duckdb import DuckDBWarehouse
 from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs, gcs_bucket  # noqa: F401 - fixtures
 from tests.helpers import load_into_duckdb
 
@@ -137,7 +137,7 @@ def test_money_sums_are_exact_to_the_cent(duck: Path):
 
 
 def test_report_prints_exact_money(duck: Path):
-    from estore_ops.reports import headline
+    from estore_ops.analytics.reports import headline
 
     wh = DuckDBWarehouse(f"duckdb:///{duck}", read_only=True)
     try:
@@ -152,7 +152,7 @@ def test_report_prints_exact_money(duck: Path):
 # -- BigQuery: the same project through dbt-bigquery, on the emulator ----------------------------
 @pytest.fixture
 def bigquery(ws, fake_gcs, bq_emulator, gcs_bucket, bq_dataset, monkeypatch: pytest.MonkeyPatch):  # noqa: F811 - fixtures
-    from estore_ops.warehouses.bigquery import BigQueryWarehouse
+    from estore_ops.backends.warehouses.bigquery import BigQueryWarehouse
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs.endpoint)
     monkeypatch.setenv("ESTORE_LANDING", f"gs://{gcs_bucket}/landing")

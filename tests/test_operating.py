@@ -169,7 +169,7 @@ def test_watch_keeps_going_after_a_crashed_tick(ws: Workspace, monkeypatch: pyte
     from estore_ops import jobs
     from estore_ops.config import load_settings
     from estore_ops.runtime import Runtime
-    from estore_ops.watch import watch
+    from estore_ops.ingest.watch import watch
 
     calls = {"n": 0}
     real_tick = jobs.ingest_tick

@@ -140,9 +140,9 @@ def test_page_is_self_contained_small_and_accessible(built) -> None:
 
 def test_html_escapes_data(ws: Workspace) -> None:
     """A brand named like markup is text on the page, never markup (and never closes the data block)."""
-    from estore_ops.html_report.charts import build_charts
-    from estore_ops.html_report.data import Freshness, Headline, ReportData
-    from estore_ops.html_report.page import render_html
+    from estore_ops.analytics.html_report.charts import build_charts
+    from estore_ops.analytics.html_report.data import Freshness, Headline, ReportData
+    from estore_ops.analytics.html_report.page import render_html
 
     evil = '</script><img src="http://x/y.png">'
     data = ReportData(

@@ -77,7 +77,7 @@ def test_a_corrupt_previous_state_never_recommends_restore_again(ws: Workspace) 
 
 def test_a_long_retry_after_never_exceeds_the_alert_time_cap(ws: Workspace, slack: FakeSlack,  # noqa: F811
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    import estore_ops.notify.slack as slack_module
+    import estore_ops.ops.notify.slack as slack_module
 
     monkeypatch.setattr(slack_module, "MAX_SECONDS", 3)
     monkeypatch.setattr(slack_module, "MAX_RETRY_AFTER", 2)  # Slack asks for 2 s each time: a third try would end past 3 s

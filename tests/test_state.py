@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from estore_ops.errors import CorruptStateError, StateConflictError
-from estore_ops.state import LOADED, IngestState, StateStore
-from estore_ops.stores.local import LocalFolderStore
+from estore_ops.ingest.state import LOADED, IngestState, StateStore
+from estore_ops.backends.stores.local import LocalFolderStore
 
 
 def _store(tmp_path: Path) -> StateStore:

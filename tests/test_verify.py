@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from estore_ops import schema
-from estore_ops.stores.base import ObjectStore
-from estore_ops.stores.local import LocalFolderStore
+from estore_ops.backends.stores.base import ObjectStore
+from estore_ops.backends.stores.local import LocalFolderStore
 from tests.gcp_emulators import bq_dataset, bq_emulator, fake_gcs, gcs_bucket  # noqa: F401 - fixtures
 from tests.helpers import HEADER, Workspace, event_lines
 from tests.slack_server import FakeSlack, slack  # noqa: F401 - fixture
@@ -54,7 +54,7 @@ def site(request: pytest.FixtureRequest, ws: Workspace, monkeypatch: pytest.Monk
 
         yield Site("duckdb", LocalFolderStore(ws.landing), LocalFolderStore(ws.state), f"{schema.RAW_SCHEMA}.{schema.RAW_TABLE}", sql)
         return
-    from estore_ops.warehouses.bigquery import BigQueryWarehouse
+    from estore_ops.backends.warehouses.bigquery import BigQueryWarehouse
 
     gcs, bq = request.getfixturevalue("fake_gcs"), request.getfixturevalue("bq_emulator")
     bucket, dataset = request.getfixturevalue("gcs_bucket"), request.getfixturevalue("bq_dataset")
@@ -346,7 +346,7 @@ def test_bigquery_grouped_count_filters_the_partitioning_column_with_constants()
     from datetime import datetime, timezone
 
     pytest.importorskip("google.cloud.bigquery", reason="the [gcp] extra is not installed")
-    from estore_ops.warehouses.bigquery import BigQueryWarehouse
+    from estore_ops.backends.warehouses.bigquery import BigQueryWarehouse
 
     wh = BigQueryWarehouse("p", "raw", location="EU")
     sql = wh.count_by_version_sql(datetime(2019, 10, 1, tzinfo=timezone.utc), datetime(2019, 11, 1, 2, 0))

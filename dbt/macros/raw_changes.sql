@@ -12,7 +12,7 @@
   int_events_deduped still holds but raw.events no longer has. BigQuery updates a partition's
   last_modified_time "when data is inserted, loaded, streamed, or modified within the partition"
   (INFORMATION_SCHEMA.PARTITIONS reference). BigQuery emulators do not track it (bqemulator keeps
-  one time per table and no DML moves it), so against an emulator estore_ops.transform sets
+  one time per table and no DML moves it), so against an emulator estore_ops.analytics.transform sets
   var raw_changes_from = 'file_versions' and the DuckDB comparison is used.
 -#}
 {% macro raw_changed_days() -%}

@@ -12,6 +12,7 @@ from estore_ops.deploy.systemd import (
     TimerStatus,
     default_exe,
     install,
+    installed_units,
     render_units,
     status,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "TimerStatus",
     "default_exe",
     "install",
+    "installed_units",
     "render_units",
     "status",
 ]

@@ -196,6 +196,22 @@ class InstallResult:
     timers: list[str] = field(default_factory=list)
     ingest: str = "timer"  # timer: estore-ops-ingest.timer; events: estore-ops-watch.service
     services: list[str] = field(default_factory=list)  # long-running services enabled (the watch loop)
+    removed: list[Path] = field(default_factory=list)  # units an earlier version installed that this one has not
+
+
+def installed_units(unit_dir: Path) -> dict[str, str]:
+    """The estore-ops unit files in unit_dir (any version's): {file name: content}."""
+    found = {}
+    for path in sorted(Path(unit_dir).glob(f"{UNIT_PREFIX}*")):
+        if path.suffix not in (".service", ".timer") or not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "estore-ops" in text:  # written by `estore-ops systemd install`, not a look-alike
+            found[path.name] = text
+    return found
 
 
 def _directive(units: Mapping[str, str], key: str) -> list[str]:
@@ -254,12 +270,14 @@ def install(
     """Install rendered units and start their timers.
 
     In order: create the system user named by User= if it is missing (useradd --system), create the
-    ReadWritePaths= directories owned by it, write the unit files (0644, atomically), `systemctl
-    daemon-reload`, then the ingest mode: `ingest="timer"` disables and stops the watch service
-    and enables every timer; `ingest="events"` disables and stops the ingest timer, enables the other
-    timers and the watch service, and restarts it so it runs what was just installed. The other mode is
-    always switched off first, so the two never run together. Idempotent. With dry_run=True nothing is written and no command runs: the result lists
-    the files and the commands instead.
+    ReadWritePaths= directories owned by it, write the unit files (0644, atomically), stop and
+    remove the estore-ops units an earlier version installed that this one no longer has (`systemctl
+    disable --now` its timers), `systemctl daemon-reload`, then the ingest mode: `ingest="timer"`
+    disables and stops the watch service and enables every timer; `ingest="events"` disables and
+    stops the ingest timer, enables the other timers and the watch service, and restarts it so it
+    runs what was just installed. The other mode is always switched off first, so the two never run
+    together. Units of an earlier version are replaced in place. Idempotent. With dry_run=True
+    nothing is written and no command runs: the result lists the files and the commands instead.
     """
     if ingest not in INGEST_MODES:
         raise DeployError(f"--ingest must be one of {', '.join(INGEST_MODES)}, got {ingest!r}.")
@@ -298,7 +316,13 @@ def install(
         # units just installed (SIGTERM lets it finish the file in progress first).
         systemctl.append(["systemctl", "restart", *services])
 
-    result = InstallResult(dry_run, unit_dir, files, commands + systemctl, user, create_user, timers, ingest, services)
+    # Units an earlier version installed and this one no longer has: stopped and removed.
+    stale = [name for name in installed_units(unit_dir) if name not in units]
+    stale_timers = [name for name in stale if name.endswith(".timer")]
+    disable = [["systemctl", "disable", "--now", *stale_timers]] if stale_timers else []
+
+    result = InstallResult(dry_run, unit_dir, files, commands + disable + systemctl, user, create_user, timers, ingest,
+                           services, removed=[unit_dir / name for name in stale])
     if dry_run:
         return result
 
@@ -310,6 +334,13 @@ def install(
             _write_atomic(path, text)
     except OSError as exc:
         raise DeployError(f"Cannot write the unit files to {unit_dir}: {exc.strerror} (run as root).") from None
+    for cmd in disable:
+        _run(run, cmd)
+    try:
+        for path in result.removed:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise DeployError(f"Cannot remove the old unit files in {unit_dir}: {exc.strerror} (run as root).") from None
     for cmd in systemctl:
         _run(run, cmd)
     return result

@@ -1,0 +1,1 @@
+"""After the load: dbt transforms and snapshots, the terminal report and the HTML report."""
