@@ -60,7 +60,8 @@ from tests.helpers import load_into_duckdb
 FIXTURES = Path(__file__).parent / "fixtures" / "dbt"
 PROJECT = default_project_dir()
 MARTS = ["fct_events", "fct_sessions", "dim_users", "dim_categories", "dim_products", "dim_user_rfm", "metrics_churn"]
-MODELS = {"stg_events", "int_change_log", "int_events_deduped", "int_product_facts", *MARTS}
+MODELS = {"stg_events", "int_change_log", "int_events__deduplicated", "int_events__brand_resolved", "int_product_facts",
+          "int_users__activity", "int_users__purchases", "int_users__sessions", *MARTS}
 HEADER = ",".join(SOURCE_COLUMN_NAMES)
 
 
@@ -132,7 +133,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> dict:
     load_into_duckdb(db, landing, ["events_load1.csv", "events_outliers.csv", "events_reload.csv"])
     out["build1"] = dbt("build")
     out["p1"] = {m: _table(db, m) for m in MARTS}
-    out["p1_stg_count"] = _query(db, "SELECT count(*) FROM staging.stg_events")[0][0]
+    out["p1_stg_count"] = _query(db, "SELECT count(*) FROM staging.int_events__brand_resolved")[0][0]
     out["snap1"] = dbt("snapshot")
     out["p1_snap_rfm"] = _table(db, "snap_user_rfm", "snapshots")
 
