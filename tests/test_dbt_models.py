@@ -162,6 +162,9 @@ def test_build_runs_models_and_tests_but_not_snapshots(flow):
     assert kinds == {"model", "test", "unit_test"}
     assert {n.name for n in build.nodes if n.kind == "model"} == MODELS
     assert sum(n.kind == "test" for n in build.nodes) > 50
+    assert {n.name for n in build.nodes if n.kind == "unit_test"} == {  # dbt's own unit tests (models/marts/_unit_tests.yml)
+        "dim_users_activity_status_follows_the_original_thresholds", "dim_user_rfm_scores_and_segments",
+        "fct_sessions_split_at_gaps_above_the_timeout"}
     assert all(n.status in ("success", "pass") for n in build.nodes)
     assert set(build.artifacts) == {"run_results", "manifest"}
     assert all(p.is_file() and flow["work"] in p.parents for p in build.artifacts.values())
