@@ -303,14 +303,19 @@ def check_models(manifest: Manifest, editor: TableEditor) -> list[ModelCheck]:
     return checks
 
 
-def refresh_selection(manifest: Manifest, checks: list[ModelCheck]) -> list[str]:
+def refresh_selection(manifest: Manifest, checks: list[ModelCheck], not_built: Iterable[str] = ()) -> list[str]:
     """Models to build with --full-refresh: the ones to rebuild and the views/tables upstream of them
-    (rebuilt anyway, and the rebuild must read their new definitions); never another incremental model."""
+    (rebuilt anyway, and the rebuild must read their new definitions); never another incremental model
+    that is built already. An upstream incremental model `not_built` yet (new in this version, or
+    renamed) is built too: the views read it, and its first build is a full one anyway."""
+    new = set(not_built)
     names = {c.name for c in checks}
     for check in checks:
         for uid in manifest.ancestors(check.node.unique_id):
             up = manifest.nodes.get(uid)
-            if up is not None and up.resource_type == "model" and up.materialized not in ("incremental", "ephemeral"):
+            if up is None or up.resource_type != "model" or up.materialized == "ephemeral":
+                continue
+            if up.materialized != "incremental" or up.name in new:
                 names.add(up.name)
     return sorted(names)
 

@@ -177,7 +177,8 @@ def refresh_changed_models(
     manifest = compile_manifest(setup)
     warehouse = rt.warehouse()
     try:
-        checks = [c for c in check_models(manifest, editor_for(warehouse)) if c.needs_full_refresh]
+        every = check_models(manifest, editor_for(warehouse))
+        checks = [c for c in every if c.needs_full_refresh]
     finally:
         warehouse.close()  # DuckDB allows one writer: dbt opens the file itself
     manual = [c for c in checks if not c.rebuildable]
@@ -189,7 +190,7 @@ def refresh_changed_models(
     auto = [c for c in checks if c.rebuildable]
     if not auto:
         return None
-    return run_full_refresh(setup, manifest, auto)
+    return run_full_refresh(setup, manifest, auto, not_built=[c.name for c in every if c.existing is None])
 
 
 def nothing_built(rt: Runtime) -> bool:
@@ -201,13 +202,13 @@ def nothing_built(rt: Runtime) -> bool:
         warehouse.close()
 
 
-def run_full_refresh(setup: DbtSetup, manifest: Manifest, checks: list[ModelCheck]) -> DbtRunResult:
+def run_full_refresh(setup: DbtSetup, manifest: Manifest, checks: list[ModelCheck], not_built: Sequence[str] = ()) -> DbtRunResult:
     from estore_ops.analytics.transform import run_dbt
 
     log.info("rebuilding in full (columns changed): %s", "; ".join(c.describe() for c in checks))
     result = run_dbt(
         project_dir=setup.project_dir, target=setup.target, work_dir=setup.work_dir, command="build",
-        select=refresh_selection(manifest, checks), full_refresh=True, no_test=True, vars=setup.vars, quiet=True,
+        select=refresh_selection(manifest, checks, not_built), full_refresh=True, no_test=True, vars=setup.vars, quiet=True,
     )
     result.notes = [f"rebuilt in full first, its columns changed: {c.describe()}" for c in checks]
     return result

@@ -268,16 +268,16 @@ class ModelsStep:
         if auto:
             plan.actions.append(Action(
                 f"rebuild {', '.join(c.name for c in auto)} in full from the raw events (dbt --full-refresh)",
-                lambda: _refresh(ctx, auto),
+                lambda: _refresh(ctx, auto, [c.name for c in checks if c.existing is None]),
             ))
         return plan
 
 
-def _refresh(ctx: UpgradeContext, checks: list[ModelCheck]) -> None:
+def _refresh(ctx: UpgradeContext, checks: list[ModelCheck], not_built: list[str]) -> None:
     from estore_ops.errors import JobFailedError
     from estore_ops.deploy.upgrade.guard import run_full_refresh
 
-    result = run_full_refresh(ctx.setup(), ctx.manifest(), checks)
+    result = run_full_refresh(ctx.setup(), ctx.manifest(), checks, not_built)
     if not result.ok:
         raise JobFailedError(result.error or "the full refresh failed")
 
