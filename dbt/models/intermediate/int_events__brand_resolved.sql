@@ -22,14 +22,6 @@ select
     _loaded_at
 from {{ ref('int_events__deduplicated') }}
 where product_id not in (
-    {%- set conflicts = estore_ops.existing_intermediate('int_brand_conflicts') if execute else none %}
-    {%- if conflicts is not none or not execute %}
     select product_id
     from {{ api.Relation.create(database=target.database, schema=estore_ops.intermediate_schema(), identifier='int_brand_conflicts') }}
-    {%- else %}
-    {#- Not created yet (int_events__deduplicated's hooks create both, so nothing is built from this
-        SQL then): `estore-ops upgrade` reads the columns of this SQL on a warehouse of an earlier
-        version. -#}
-    select cast(null as {{ dbt.type_string() }}) as product_id from (select 1 as one) as none_yet where 1 = 0
-    {%- endif %}
 )
