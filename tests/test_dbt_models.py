@@ -59,7 +59,8 @@ from tests.helpers import csv_bytes, load_into_duckdb
 FIXTURES = Path(__file__).parent / "fixtures" / "dbt"
 PROJECT = default_project_dir()
 MARTS = ["fct_events", "fct_sessions", "dim_users", "dim_categories", "dim_products", "dim_user_rfm", "metrics_churn"]
-MODELS = {"stg_events", "int_change_log", "int_events_deduped", "int_product_facts", *MARTS}
+MODELS = {"stg_events", "int_change_log", "int_events__deduplicated", "int_events__brand_resolved", "int_product_facts",
+          "int_users__activity", "int_users__purchases", "int_users__sessions", *MARTS}
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -130,7 +131,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> dict:
     load_into_duckdb(db, landing, ["events_load1.csv", "events_outliers.csv", "events_reload.csv"])
     out["build1"] = dbt("build")
     out["p1"] = {m: _table(db, m) for m in MARTS}
-    out["p1_stg_count"] = _query(db, "SELECT count(*) FROM staging.stg_events")[0][0]
+    out["p1_stg_count"] = _query(db, "SELECT count(*) FROM staging.int_events__brand_resolved")[0][0]
     out["snap1"] = dbt("snapshot")
     out["p1_snap_rfm"] = _table(db, "snap_user_rfm", "snapshots")
 
@@ -159,6 +160,9 @@ def test_build_runs_models_and_tests_but_not_snapshots(flow):
     assert kinds == {"model", "test", "unit_test"}
     assert {n.name for n in build.nodes if n.kind == "model"} == MODELS
     assert sum(n.kind == "test" for n in build.nodes) > 50
+    assert {n.name for n in build.nodes if n.kind == "unit_test"} == {  # dbt's own unit tests (models/marts/_unit_tests.yml)
+        "dim_users_activity_status_follows_the_original_thresholds", "dim_user_rfm_scores_and_segments",
+        "fct_sessions_split_at_gaps_above_the_timeout"}
     assert all(n.status in ("success", "pass") for n in build.nodes)
     assert set(build.artifacts) == {"run_results", "manifest"}
     assert all(p.is_file() and flow["work"] in p.parents for p in build.artifacts.values())

@@ -8,7 +8,7 @@ left empty, and brand conflicts that appear and later resolve. Now and then a st
 of the dbt graph (as a failed run or a --select would), and the next full run must catch up.
 
 After every step the incremental build is compared, row for row, with `--full-refresh` of a copy
-of the same warehouse: stg_events, int_events_deduped and every mart.
+of the same warehouse: stg_events, int_events__deduplicated, int_events__brand_resolved and every mart.
 
 `make test` runs ESTORE_PROPERTY_STEPS (default 24) steps; `make drill` runs 200. On a failure the
 seed and every step so far are printed; rerun with ESTORE_PROPERTY_SEED=<seed>.
@@ -31,8 +31,8 @@ from tests.helpers import csv_bytes, load_into_duckdb
 
 PROJECT = default_project_dir()
 COMPARED = [
-    "staging.stg_events", "staging.int_events_deduped", "marts.fct_events", "marts.fct_sessions", "marts.dim_users",
-    "marts.dim_user_rfm", "marts.dim_products", "marts.dim_categories", "marts.metrics_churn",
+    "staging.stg_events", "staging.int_events__deduplicated", "staging.int_events__brand_resolved", "marts.fct_events",
+    "marts.fct_sessions", "marts.dim_users", "marts.dim_user_rfm", "marts.dim_products", "marts.dim_categories", "marts.metrics_churn",
 ]
 PRODUCTS = {  # product -> (category id, category code, brand)
     1: (11, "electronics.smartphone", "Samsung"), 2: (11, "electronics.smartphone", "apple"),
@@ -40,8 +40,8 @@ PRODUCTS = {  # product -> (category id, category code, brand)
     6: (12, "appliances.kitchen.washer", "LG"), 7: (15, "kids.toys", ""),
 }
 PARTIAL_SELECTIONS = [
-    ["int_change_log"], ["int_change_log", "int_events_deduped"],
-    ["int_change_log", "int_events_deduped", "stg_events", "fct_events"], ["fct_events", "fct_sessions"],
+    ["int_change_log"], ["int_change_log", "int_events__deduplicated"],
+    ["int_change_log", "int_events__deduplicated", "stg_events", "int_events__brand_resolved", "fct_events"], ["fct_events", "fct_sessions"],
 ]
 FIRST_DAY = date(2020, 1, 1)
 

@@ -194,27 +194,31 @@ def test_contract_and_daily_partition_filters_on_bigquery(bigquery, tmp_path: Pa
     (total,), = warehouse.query(f"SELECT sum(revenue) FROM `{warehouse.project}.marts.fct_events` WHERE user_id LIKE '90%'")
     assert Decimal(total) == TOTAL
 
-    # The daily path: a new file, an incremental build. int_events_deduped reads raw.events only
-    # through constant ranges of the changed days (BigQuery prunes the other partitions), and
-    # fct_events overwrites exactly those event_date partitions in one MERGE.
+    # The daily path: a new file, an incremental build. int_events__deduplicated reads raw.events only
+    # through stg_events (a view that passes event_time through unchanged) and constant ranges of the
+    # changed days, which BigQuery pushes down to raw.events' partitions; fct_events overwrites exactly
+    # those event_date partitions in one MERGE.
     landing.write("events_load2.csv", (FIXTURES / "events_load2_2020-02-02.csv").read_bytes())
     assert ws.cli("load").exit_code == 0
     dbt("build", no_test=True)
     raw_ref = f"`{warehouse.project}`.`{warehouse.dataset}`.`events`"
-    deduped = _sql(work, "compiled", "int_events_deduped")
-    assert f"from {raw_ref} where ((event_time >= timestamp '2020-01-31 00:00:00+00:00' and event_time < timestamp " \
+    stg_ref = f"`{warehouse.project}`.`staging`.`stg_events`"
+    deduped = _sql(work, "compiled", "int_events__deduplicated")
+    assert f"from {stg_ref} where ((event_time >= timestamp '2020-01-31 00:00:00+00:00' and event_time < timestamp " \
            "'2020-02-01 00:00:00+00:00') or (event_time >= timestamp '2020-02-02 00:00:00+00:00' and event_time < " \
            "timestamp '2020-02-03 00:00:00+00:00'))" in deduped
-    assert deduped.count(raw_ref) == 1
+    assert deduped.count(stg_ref) == 1 and raw_ref not in deduped
+    staged = _sql(work, "compiled", "stg_events")
+    assert re.search(r"^select event_time, .* from " + re.escape(raw_ref) + "$", staged)  # event_time as is: pushed down
     partitions = "when not matched by source and date(dbt_internal_dest.event_date) in (date '2020-01-31', date '2020-02-02') then delete"
-    for model in ("int_events_deduped", "fct_events"):
+    for model in ("int_events__deduplicated", "fct_events"):
         merge = _sql(work, "run", model)
         assert merge.startswith(f"-- 1. run the merge statement merge into `{warehouse.project}`") and partitions in merge, model
         assert re.search(r"declare|dbt_partitions_for_replacement", merge) is None, model  # static: no script
     assert "where event_date in (date '2020-01-31', date '2020-02-02')" in _sql(work, "compiled", "fct_events")
     for path in (work / "dbt" / "target" / "compiled").rglob("*.sql"):  # no other model reads raw.events
         text = " ".join(path.read_text().split()).lower()
-        assert raw_ref not in text or path.stem in ("int_events_deduped", "int_change_log"), path.name
+        assert raw_ref not in text or path.stem in ("stg_events", "int_change_log"), path.name
     count, distinct = warehouse.query(f"SELECT count(*), count(DISTINCT event_id) FROM `{warehouse.project}.marts.fct_events`")[0]
     assert count == distinct == 37 + 1006 + 1  # hand-worked + money fixture + the 02-02 view (the 01-31 row is a duplicate)
 
@@ -225,7 +229,7 @@ def test_contract_and_daily_partition_filters_on_bigquery(bigquery, tmp_path: Pa
     assert raw_ref not in compiled.lower() and "_source_file" not in compiled
     assert result.ok and warehouse.query(compiled) is not None  # valid SQL for the emulator's BigQuery dialect
     # The emulator keeps one modification time per table and no DML moves it, so only the logic of
-    # a first run can be checked here: with no int_events_deduped yet, every day of raw.events.
-    first_run = compiled.replace("'int_events_deduped'", "'no_such_table'")
+    # a first run can be checked here: with no int_events__deduplicated yet, every day of raw.events.
+    first_run = compiled.replace("'int_events__deduplicated'", "'no_such_table'")
     days = {row[2] for row in warehouse.query(first_run)}  # (batch, kind, event_date, ...)
     assert days == {d for (d,) in warehouse.query(f"SELECT DISTINCT DATE(event_time) FROM {raw_ref}")} and len(days) > 20

@@ -8,7 +8,7 @@
   - Change entries: (batch, kind, event_date). kind 'raw' = raw.events changed on that day (a new
     file, a late file, a reloaded or emptied file; written by int_change_log itself); kind
     'conflict' = a product on that day started or stopped being a brand conflict (written by a
-    post-hook of int_events_deduped). Every write takes the next batch number (max + 1).
+    post-hook of int_events__deduplicated). Every write takes the next batch number (max + 1).
   - Done marks: (batch, 'done', model_name) = that model holds every change up to `batch`.
 
   A consuming model M with upstream U replaces the days of the entries with
@@ -19,7 +19,7 @@
   harmless. Batch numbers never come from a clock.
 
   A model declares what it consumes in its meta config:
-    meta={'pending_kinds': ['raw', 'conflict'], 'pending_after': 'int_events_deduped'}
+    meta={'pending_kinds': ['raw', 'conflict'], 'pending_after': 'int_events__deduplicated'}
 -#}
 
 {% macro change_log() -%}

@@ -1,15 +1,15 @@
 {#-
-  Which days of raw.events changed since int_events_deduped last took them in (the 'raw' entries
+  Which days of raw.events changed since int_events__deduplicated last took them in (the 'raw' entries
   of the change log). A file load deletes the rows of a file name and inserts the new version,
   so a change is: a new file version (new, late or reloaded file), or a version that is gone
   (reloaded with other rows, or emptied, e.g. a header-only rewrite).
 
   DuckDB: compared per file version, (_source_file, _loaded_at), with the versions
-  int_events_deduped has seen (int_raw_file_versions, written by its post-hook). Reading the
+  int_events__deduplicated has seen (int_raw_file_versions, written by its post-hook). Reading the
   version list scans three columns of raw.events, which DuckDB does in a fraction of a second.
   BigQuery: from partition metadata only (INFORMATION_SCHEMA.PARTITIONS, no table scan): the
-  partitions of raw.events modified after int_events_deduped last wrote, plus days that
-  int_events_deduped still holds but raw.events no longer has. BigQuery updates a partition's
+  partitions of raw.events modified after int_events__deduplicated last wrote, plus days that
+  int_events__deduplicated still holds but raw.events no longer has. BigQuery updates a partition's
   last_modified_time "when data is inserted, loaded, streamed, or modified within the partition"
   (INFORMATION_SCHEMA.PARTITIONS reference). BigQuery emulators do not track it (bqemulator keeps
   one time per table and no DML moves it), so against an emulator estore_ops.analytics.transform sets
@@ -21,7 +21,7 @@
 
 {% macro default__raw_changed_days() -%}
     {%- set seen = estore_ops.existing_intermediate('int_raw_file_versions') -%}
-    {%- set deduped = estore_ops.existing_intermediate('int_events_deduped') -%}
+    {%- set deduped = estore_ops.existing_intermediate('int_events__deduplicated') -%}
     with raw_versions as (
 
         select _source_file, _loaded_at
@@ -105,14 +105,14 @@
 
         select partition_id, last_modified_time, total_rows
         from `{{ target.database }}`.`{{ deduped_schema }}`.INFORMATION_SCHEMA.PARTITIONS
-        where table_name = 'int_events_deduped'
+        where table_name = 'int_events__deduplicated'
           and regexp_contains(partition_id, r'^[0-9]{8}$')
 
     ),
 
     changed as (
 
-        -- written (loaded, reloaded, emptied) since int_events_deduped last wrote
+        -- written (loaded, reloaded, emptied) since int_events__deduplicated last wrote
         select partition_id
         from raw_partitions
         where last_modified_time > (
@@ -122,7 +122,7 @@
 
         union distinct
 
-        -- held by int_events_deduped, gone from raw.events
+        -- held by int_events__deduplicated, gone from raw.events
         select partition_id
         from deduped_partitions
         where total_rows > 0
@@ -134,12 +134,12 @@
 {%- endmacro %}
 
 {#-
-  Post-hooks of int_events_deduped, after it replaced its days:
+  Post-hooks of int_events__deduplicated, after it replaced its days:
   1. conflict entries: the days of every product whose brand-conflict status changed (it now has
      more than one distinct non-null brand, or no longer has) are logged as kind 'conflict', so
      fct_events and what follows replace them too (products appear and disappear everywhere),
-     together with int_events_deduped's done mark (it holds every change up to that batch);
-  2. int_brand_conflicts (read by stg_events) becomes the new set;
+     together with int_events__deduplicated's done mark (it holds every change up to that batch);
+  2. int_brand_conflicts (read by int_events__brand_resolved) becomes the new set;
   3. DuckDB: int_raw_file_versions records the raw file versions now taken in.
 -#}
 {#- The post-hooks as Jinja strings: hooks render when they run, where `this` is final. -#}
@@ -168,7 +168,7 @@
         {{ estore_ops.brand_conflict_products_of(this) }}
     {%- elif step == 3 -%}
         {#- One statement (one table modification on BigQuery): the conflict entries and
-            int_events_deduped's done mark, both at the next batch number. -#}
+            int_events__deduplicated's done mark, both at the next batch number. -#}
         insert into {{ estore_ops.change_log() }} (batch, kind, event_date, model_name, logged_at)
         select nb.batch, 'conflict', changed_days.event_date, cast(null as {{ dbt.type_string() }}), {{ dbt.current_timestamp() }}
         from (

@@ -80,7 +80,7 @@
   The config of a model that replaces the days the change log lists as pending for it
   (`kinds` of entries, up to the done mark of `after`): DuckDB replace_pending, BigQuery
   insert_overwrite of event_date partitions clustered by `cluster_by`. `post_hook` must write the
-  model's done mark (estore_ops.mark_done(), or int_events_deduped's conflict hook).
+  model's done mark (estore_ops.mark_done(), or int_events__deduplicated's conflict hook).
 -#}
 {% macro replace_days_config(kinds, after, cluster_by, post_hook=[]) -%}
     {%- set bigquery = target.type == 'bigquery' -%}

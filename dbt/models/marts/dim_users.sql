@@ -14,6 +14,9 @@
   - session_count: sessions (fct_sessions) the user owns; data_quality_flag NULL when clean,
     'missing_sessions' or 'anomalous_session_ratio' (events per session above
     var('session_outlier_ratio')).
+  The per-user inputs are intermediate views: int_users__activity (events), int_users__purchases
+  (purchases) and int_users__sessions (sessions owned); this model measures days against the
+  latest event date and applies the status rules.
   Rebuilt each run from fct_events and fct_sessions: every day-count moves when a new day arrives.
 -#}
 {%- set churn_days = var('churn_days', 60) | int -%}
@@ -21,49 +24,28 @@
 {%- set declining_days = var('declining_days', 30) | int -%}
 {%- set outlier_ratio = var('session_outlier_ratio', 200) -%}
 
-with per_user as (
+with latest as (
 
-    select
-        user_id,
-        min(event_time) as first_event_time,
-        min(event_date) as first_event_date,
-        max(event_time) as last_event_time,
-        max(event_date) as last_event_date,
-        count(*) as event_count,
-        sum(case when is_purchase = 1 then revenue end) as revenue_sum,
-        {{ estore_ops.money_avg('case when is_purchase = 1 then revenue end') }} as avg_order_value,
-        count(case when is_purchase = 1 then 1 end) as purchase_count,
-        min(case when is_purchase = 1 then event_date end) as first_purchase_date,
-        max(case when is_purchase = 1 then event_date end) as last_purchase_date
-    from {{ ref('fct_events') }}
-    group by user_id
-
-),
-
-sessions as (
-
-    select user_id, count(*) as session_count
-    from {{ ref('fct_sessions') }}
-    group by user_id
-
-),
-
-latest as (
-
-    select max(last_event_date) as latest_event_date from per_user
+    select max(last_event_date) as latest_event_date from {{ ref('int_users__activity') }}
 
 ),
 
 measured as (
 
     select
-        per_user.*,
+        activity.*,
+        purchases.revenue_sum,
+        purchases.avg_order_value,
+        coalesce(purchases.purchase_count, 0) as purchase_count,
+        purchases.first_purchase_date,
+        purchases.last_purchase_date,
         coalesce(sessions.session_count, 0) as session_count,
-        {{ estore_ops.days_between('per_user.last_event_date', 'latest.latest_event_date') }} as days_since_last_activity,
-        {{ estore_ops.days_between('per_user.last_purchase_date', 'latest.latest_event_date') }} as days_since_last_purchase
-    from per_user
+        {{ estore_ops.days_between('activity.last_event_date', 'latest.latest_event_date') }} as days_since_last_activity,
+        {{ estore_ops.days_between('purchases.last_purchase_date', 'latest.latest_event_date') }} as days_since_last_purchase
+    from {{ ref('int_users__activity') }} as activity
     cross join latest
-    left join sessions on sessions.user_id = per_user.user_id
+    left join {{ ref('int_users__purchases') }} as purchases on purchases.user_id = activity.user_id
+    left join {{ ref('int_users__sessions') }} as sessions on sessions.user_id = activity.user_id
 
 )
 

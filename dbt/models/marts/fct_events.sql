@@ -1,22 +1,22 @@
 {#-
-  One row per cleaned event (stg_events) with the columns of estore-analytics' fct_events:
+  One row per cleaned event (int_events__brand_resolved) with the columns of estore-analytics' fct_events:
   0/1 integer flags (BI sums them), quantity 1, revenue = price of a purchase (NULL for other
   events and for a purchase without a price) and a deterministic event_id (md5 of the dedup key),
   plus the lineage columns.
 
-  Incremental: replaces the days the change log lists (raw changes int_events_deduped has taken
+  Incremental: replaces the days the change log lists (raw changes int_events__deduplicated has taken
   in, and days of products whose brand-conflict status changed). DuckDB: delete + insert of those
   days in one transaction; BigQuery: insert_overwrite of those event_date partitions (one MERGE
   with a constant partition filter).
 -#}
 {%- set days = estore_ops.pending_days() if execute and is_incremental() else [] -%}
-{{ estore_ops.replace_days_config(['raw', 'conflict'], 'int_events_deduped', ['user_id'],
+{{ estore_ops.replace_days_config(['raw', 'conflict'], 'int_events__deduplicated', ['user_id'],
     post_hook=["{{ estore_ops.mark_done() }}"]) }}
 -- depends_on: {{ ref('int_change_log') }}
 
 with events as (
 
-    select * from {{ ref('stg_events') }}
+    select * from {{ ref('int_events__brand_resolved') }}
     {% if is_incremental() %}
     where event_date in ({{ estore_ops.date_list(days) }})
     {% endif %}

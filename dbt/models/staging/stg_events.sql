@@ -1,29 +1,26 @@
 {#-
-  Cleaned, deduplicated events (int_events_deduped) without the products seen with more than one
-  non-null brand (data errors, as in estore-analytics). The conflict set is the one recorded by
-  int_events_deduped's post-hook, so it always matches the events stored there. Where that table
-  does not exist yet (compiling against a warehouse of an earlier version, as `estore-ops upgrade`
-  does to compare columns), the same set is computed from int_events_deduped.
+  raw.events, one row per raw row, renamed and cast only (the staging layer): ids become strings,
+  event_type, brand and category_code are trimmed and lower-cased (empty -> NULL), user_session
+  is trimmed (empty -> NULL), price becomes money (rounded to the cent, exact), event_date is the
+  UTC date of event_time. No row is dropped, deduplicated or resolved here:
+  int_events__deduplicated drops unusable rows and duplicates, int_events__brand_resolved leaves
+  out brand-conflict products.
+
+  A view: the incremental int_events__deduplicated selects from it through constant ranges of
+  event_time, which both engines push down to raw.events (BigQuery prunes its partitions).
 -#}
-{%- set recorded = estore_ops.existing_intermediate('int_brand_conflicts') if execute else none -%}
 select
     event_time,
-    event_type,
-    product_id,
-    category_id,
-    category_code,
-    brand,
-    price,
-    user_id,
-    user_session,
-    event_date,
+    {{ estore_ops.utc_date('event_time') }} as event_date,
+    lower(trim(event_type)) as event_type,
+    cast(product_id as {{ dbt.type_string() }}) as product_id,
+    cast(category_id as {{ dbt.type_string() }}) as category_id,
+    lower(nullif(trim(category_code), '')) as category_code,
+    lower(nullif(trim(brand), '')) as brand,
+    {{ estore_ops.money_from_float('price') }} as price,
+    cast(user_id as {{ dbt.type_string() }}) as user_id,
+    nullif(trim(user_session), '') as user_session,
     _source_file,
+    _source_generation,
     _loaded_at
-from {{ ref('int_events_deduped') }}
-where product_id not in (
-    {% if recorded is not none -%}
-    select product_id from {{ recorded }}
-    {%- else -%}
-    {{ estore_ops.brand_conflict_products_of(ref('int_events_deduped')) }}
-    {%- endif %}
-)
+from {{ source('raw', 'events') }}
