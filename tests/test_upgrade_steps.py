@@ -523,6 +523,30 @@ def test_upgrade_dry_run_of_a_changed_deployment_changes_nothing(base: dict[str,
     assert column_types(root, "snapshots", "snap_user_status")["customer_ltv"] == "DECIMAL(20,2)"
 
 
+def test_upgrade_drops_the_table_of_a_retired_model_and_only_that(base: dict[str, Path], tmp_path: Path) -> None:
+    # A warehouse built with issue 14's names keeps staging.int_events_deduped (now
+    # int_events__deduplicated, issue 17): a copy of the events nothing reads any more.
+    root = copy_deployment(base["root"], tmp_path / "d")
+    con = duckdb.connect(str(root / "warehouse.duckdb"))
+    con.execute("CREATE TABLE staging.int_events_deduped AS SELECT * FROM staging.int_events__deduplicated")
+    con.close()
+    rt = runtime(root, base["landing"])
+    before = digests(root)
+    planned = jobs.upgrade(rt, dry_run=True, unit_dir=tmp_path / "units")
+    models = next(s for s in planned.steps if s.name == "incremental models")
+    assert models.would_do == ["drop staging.int_events_deduped (retired: renamed int_events__deduplicated (dbt in layers))"]
+    assert digests(root) == before
+    marts_before = query(root, "SELECT count(*), sum(price) FROM marts.fct_events")
+
+    done = jobs.upgrade(rt.next_run(), unit_dir=tmp_path / "units")
+    assert done.ok, done.as_dict()
+    tables = {r[0] for r in query(root, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'staging'")}
+    assert "int_events_deduped" not in tables and "int_events__deduplicated" in tables
+    assert query(root, "SELECT count(*), sum(price) FROM marts.fct_events") == marts_before
+    again = jobs.upgrade(rt.next_run(), dry_run=True, unit_dir=tmp_path / "units")
+    assert next(s for s in again.steps if s.name == "incremental models").would_do == []
+
+
 # -- systemd units and Terraform --------------------------------------------------------------------------
 
 
@@ -660,3 +684,9 @@ def test_bigquery_editor_reads_tables_and_query_schemas(bq_emulator: Any, bq_dat
     assert editor.query_columns(probe) == [("price", "FLOAT64"), ("exact", "NUMERIC"), ("flag", "BOOL")]
     plan = raw_table.plan_raw_table(editor, allow_rewrite=False)
     assert plan.actions == [] and plan.left == [] and plan.found == [f"{bq_dataset}.events has the columns of this version"]
+    retired = TableRef(bq_dataset, "retired_copy")
+    warehouse.query(f"CREATE TABLE `{editor.table_id(retired)}` AS SELECT 1 AS x")
+    assert editor.columns(retired) is not None
+    editor.drop(retired)
+    editor.drop(retired)  # gone already: nothing to do
+    assert editor.columns(retired) is None

@@ -238,6 +238,13 @@ def _closing(editor: TableEditor, action: Action) -> Action:
 # -- incremental models -----------------------------------------------------------------------------------
 
 
+# Tables an earlier version's models built that this version renamed or removed: model name ->
+# (the model now in its place, why). Nothing reads them any more; on BigQuery they are billed as storage.
+RETIRED_MODELS = {
+    "int_events_deduped": ("int_events__deduplicated", "renamed int_events__deduplicated (dbt in layers)"),
+}
+
+
 class ModelsStep:
     name = "incremental models"
 
@@ -272,7 +279,27 @@ class ModelsStep:
                 f"rebuild {', '.join(c.name for c in auto)} in full from the raw events (dbt --full-refresh)",
                 lambda: _refresh(ctx, auto),
             ))
+        self._retired(ctx, manifest, plan)
         return plan
+
+    @staticmethod
+    def _retired(ctx: UpgradeContext, manifest: Manifest, plan: Plan) -> None:
+        """Drop the tables of retired models, found in the schema (dataset) of the model in their place."""
+        from dataclasses import replace
+
+        by_name = {n.name: n for n in manifest.nodes.values() if n.resource_type == "model"}
+        with ctx.editor() as editor:
+            for old, (successor, why) in sorted(RETIRED_MODELS.items()):
+                node = by_name.get(successor)
+                if node is None or node.table is None:
+                    continue
+                table = replace(node.table, name=old)
+                if editor.columns(table) is None:
+                    continue
+                plan.found.append(f"{table}: left by an earlier version ({why}); nothing reads it")
+                plan.actions.append(_closing(editor, Action(
+                    f"drop {table} (retired: {why})", lambda t=table: editor.drop(t),
+                )))
 
 
 def _refresh(ctx: UpgradeContext, checks: list[ModelCheck]) -> None:

@@ -10,7 +10,8 @@ implementation the warehouse's declaration names (DuckDB or BigQuery; see estore
 - `in_place(old, new)`: whether an ALTER changes the type without rewriting the table's data;
 - `apply(table, changes)`: the changes that are in place, atomically where the warehouse can;
 - `rewrite(table, changes)` / `rewrite_bytes(table)`: the other type changes, by rewriting the
-  table (every row is read and written once), and what that reads.
+  table (every row is read and written once), and what that reads;
+- `drop(table)`: drop a table an earlier version built and this one no longer has.
 A type change casts the stored values (`CAST(col AS new)`); nothing else of a row is touched.
 """
 
@@ -93,6 +94,10 @@ class TableEditor(abc.ABC):
 
     def rewrite_bytes(self, table: TableRef) -> int | None:
         return None
+
+    @abc.abstractmethod
+    def drop(self, table: TableRef) -> None:
+        """Drop the table if it exists (a relation an earlier version built and this one retired)."""
 
     def only_raw_tables(self, raw_schema: str) -> bool:
         """True when certainly no relation exists besides the raw schema's (dbt built nothing yet);

@@ -152,6 +152,9 @@ class BigQueryTableEditor(TableEditor):
                 self._call(f"fill {change.column}", lambda c=change: self.warehouse.query(
                     f"UPDATE {_quote(self.table_id(table))} SET {_quote(c.column)} = {c.backfill} WHERE TRUE"))
 
+    def drop(self, table: TableRef) -> None:
+        self._call(f"drop {self.table_id(table)}", lambda: self.client.delete_table(self.table_id(table), not_found_ok=True))
+
     def rewrite_sql(self, table: TableRef, changes: list[ColumnChange]) -> str:
         casts = ", ".join(f"CAST({_quote(c.column)} AS {c.new_type}) AS {_quote(c.column)}" for c in changes)
         return f"SELECT * REPLACE ({casts}) FROM {_quote(self.table_id(table))}"

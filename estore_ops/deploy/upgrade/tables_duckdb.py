@@ -68,6 +68,9 @@ class DuckDBTableEditor(TableEditor):
         ).fetchone()
         return not (found and found[0])
 
+    def drop(self, table: TableRef) -> None:
+        self.warehouse.con.execute(f"DROP TABLE IF EXISTS {self.table_sql(table)}")
+
     def apply(self, table: TableRef, changes: list[ColumnChange]) -> None:
         import duckdb
 
