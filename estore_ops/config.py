@@ -272,7 +272,7 @@ def load_settings(
         elif env_name in env:
             raw, origin, base = env[env_name], f"env {env_name}", cwd
         elif f.name in file_values:
-            raw, origin, base = file_values[f.name], f"file {path}", path.parent  # type: ignore[union-attr]
+            raw, origin, base = file_values[f.name], f"file {path}", path.parent  # type: ignore[union-attr]  # file_values is empty when path is None
         elif any(e in env for e in f.extra_env):
             name = next(e for e in f.extra_env if e in env)
             raw, origin, base = env[name], f"env {name}", cwd

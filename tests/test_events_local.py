@@ -282,7 +282,7 @@ def test_a_redelivery_found_by_the_start_up_scan_is_acknowledged_and_said(ws: Wo
     generation = _recorded(ws)["a.csv"]["generation"]
     message = _Message()
     loop, stop, lines = _in_process_loop(ws, _Redelivering)
-    loop.source.redelivered = Arrival("a.csv", generation, message=message)  # type: ignore[attr-defined]
+    loop.source.redelivered = Arrival("a.csv", generation, message=message)  # type: ignore[attr-defined]  # _Redelivering's own field, not PubSubSource's
     thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()
     try:

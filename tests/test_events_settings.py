@@ -220,7 +220,7 @@ def test_pubsub_leases_are_extended_a_minute_at_a_time_so_a_crash_costs_at_most_
             return None
 
     source = PubSubSource("pubsub://my-project/estore-sub", "gs://bucket/landing")
-    source._new_client = Client  # type: ignore[method-assign]
+    source._new_client = Client  # type: ignore[method-assign]  # a fake client factory, the test's point
     source.start()
     assert Client.flow.max_duration_per_lease_extension == PubSubSource.max_lease_extension_seconds == 60
     assert Client.flow.max_lease_duration == PubSubSource.max_lease_seconds
