@@ -353,6 +353,8 @@ def _load_only(ctx: Context, label: str, src: Path, rows: int, repeats: int, slu
 
 
 def case_idle(ctx: Context) -> dict[str, Any]:
+    from estore_ops.ingest.pipeline import KEEP_RECORDS
+
     n = ctx.sizes["idle_files"]
     series, checks, info, notes = [], [], {}, []
     ctx.log(f"  {n:,} loaded files in the state")
@@ -361,7 +363,8 @@ def case_idle(ctx: Context) -> dict[str, Any]:
     info["setup_landing_s"] = round(time.perf_counter() - t0, 2)
     run_dir = ctx.work / "idle"
     for settled in (False, True):
-        variant = "folded to KEEP_RECORDS (files > 1 h old)" if settled else "as the loader leaves it (files < 1 h old)"
+        variant = (f"records beyond the newest {KEEP_RECORDS:,} folded (what every load leaves)" if settled
+                   else "every record whole (the worst case: nothing folded yet)")
         slug = "settled" if settled else "fresh"
         state, wh, work = run_dir / f"state-{slug}", run_dir / "warehouse.duckdb", run_dir / "work"
         _rm(state)

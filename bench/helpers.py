@@ -96,7 +96,7 @@ def cmd_state(a: argparse.Namespace) -> dict:
     identity the loader records (inode, ctime, fingerprint; "racy" for a file written within 2 s of
     the listing), so the next scan finds them settled exactly as after a real load. With --settled
     the records beyond the newest KEEP_RECORDS are then folded, as `pipeline.load_files` does after
-    every load; without it every record stays whole (what the loader leaves below KEEP_RECORDS files).
+    every load; without it every record stays whole (the worst case for a scan: nothing folded yet).
     """
     from estore_ops.ingest import pipeline as ingest
     from estore_ops.ingest.state import IngestState, StateStore
