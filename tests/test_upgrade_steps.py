@@ -523,28 +523,54 @@ def test_upgrade_dry_run_of_a_changed_deployment_changes_nothing(base: dict[str,
     assert column_types(root, "snapshots", "snap_user_status")["customer_ltv"] == "DECIMAL(20,2)"
 
 
-def test_upgrade_drops_the_table_of_a_retired_model_and_only_that(base: dict[str, Path], tmp_path: Path) -> None:
-    # A warehouse built with issue 14's names keeps staging.int_events_deduped (now
-    # int_events__deduplicated, issue 17): a copy of the events nothing reads any more.
-    root = copy_deployment(base["root"], tmp_path / "d")
-    con = duckdb.connect(str(root / "warehouse.duckdb"))
-    con.execute("CREATE TABLE staging.int_events_deduped AS SELECT * FROM staging.int_events__deduplicated")
-    con.close()
-    rt = runtime(root, base["landing"])
-    before = digests(root)
-    planned = jobs.upgrade(rt, dry_run=True, unit_dir=tmp_path / "units")
-    models = next(s for s in planned.steps if s.name == "incremental models")
-    assert models.would_do == ["drop staging.int_events_deduped (retired: renamed int_events__deduplicated (dbt in layers))"]
-    assert digests(root) == before
-    marts_before = query(root, "SELECT count(*), sum(price) FROM marts.fct_events")
+MARTS = ("fct_events", "fct_sessions", "dim_users", "dim_user_rfm", "dim_products", "dim_categories", "metrics_churn")
 
-    done = jobs.upgrade(rt.next_run(), unit_dir=tmp_path / "units")
-    assert done.ok, done.as_dict()
+
+def _marts(root: Path) -> dict[str, list[tuple[Any, ...]]]:
+    return {t: sorted(query(root, f"SELECT * EXCLUDE (_loaded_at) FROM marts.{t}") if t == "fct_events"
+                      else query(root, f"SELECT * FROM marts.{t}"), key=repr) for t in MARTS}
+
+
+def test_a_warehouse_built_before_the_rename_of_the_deduplicated_events_upgrades_without_losing_a_change(tmp_path: Path) -> None:
+    # Issue 14 stored the deduplicated events as staging.int_events_deduped; issue 17 renamed the model
+    # int_events__deduplicated. The first transform after the rename builds the new table in full and
+    # must still see the file versions gone since the old table was written (an emptied file), or the
+    # marts keep rows raw.events no longer has. Then `upgrade` drops the old table, not before.
+    landing, root = tmp_path / "landing", tmp_path / "d"
+    generate_files(landing, months=2, rows_per_month=1500, users=150, seed=11)
+    rt = runtime(root, landing)
+    assert jobs.load(rt).ok and jobs.transform(rt.next_run(), no_test=True).ok
+    con = duckdb.connect(str(root / "warehouse.duckdb"))
+    con.execute("ALTER TABLE staging.int_events__deduplicated RENAME TO int_events_deduped")
+    con.execute("UPDATE staging.int_change_log SET model_name = 'int_events_deduped' WHERE model_name = 'int_events__deduplicated'")
+    november = con.execute("SELECT count(*) FROM marts.fct_events WHERE event_date >= DATE '2019-11-01'").fetchone()[0]
+    con.close()
+    assert november > 0
+    write_csv(landing / "2019-Nov.csv.gz", [])  # emptied: its rows leave raw.events
+    assert jobs.load(rt.next_run()).ok
+
+    first = jobs.upgrade(rt.next_run(), unit_dir=tmp_path / "units")
+    assert first.ok, first.as_dict()
+    models = next(s for s in first.steps if s.name == "incremental models")
+    assert any(f.startswith("staging.int_events_deduped: left by an earlier version") and "kept until the next" in f
+               for f in models.found), models.found
+    assert models.did == []
+
+    assert jobs.transform(rt.next_run(), no_test=True).ok
+    full = copy_deployment(root, tmp_path / "full")
+    assert jobs.transform(runtime(full, landing), no_test=True, full_refresh=True).ok
+    assert query(root, "SELECT count(*) FROM marts.fct_events WHERE event_date >= DATE '2019-11-01'") == [(0,)]
+    assert _marts(root) == _marts(full)
+
+    before = digests(root)
+    planned = jobs.upgrade(rt.next_run(), dry_run=True, unit_dir=tmp_path / "units")
+    assert digests(root) == before
+    assert next(s for s in planned.steps if s.name == "incremental models").would_do == [
+        "drop staging.int_events_deduped (retired: renamed int_events__deduplicated (dbt in layers))"]
+    assert jobs.upgrade(rt.next_run(), unit_dir=tmp_path / "units").ok
     tables = {r[0] for r in query(root, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'staging'")}
     assert "int_events_deduped" not in tables and "int_events__deduplicated" in tables
-    assert query(root, "SELECT count(*), sum(price) FROM marts.fct_events") == marts_before
-    again = jobs.upgrade(rt.next_run(), dry_run=True, unit_dir=tmp_path / "units")
-    assert next(s for s in again.steps if s.name == "incremental models").would_do == []
+    assert _marts(root) == _marts(full)
 
 
 # -- systemd units and Terraform --------------------------------------------------------------------------

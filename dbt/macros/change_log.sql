@@ -36,6 +36,15 @@
                                    identifier=identifier)) }}
 {%- endmacro %}
 
+{#- int_events__deduplicated as stored; on a warehouse whose last transform ran before that model was
+    renamed, the table it replaces (int_events_deduped, issue 14), so the first run after the rename
+    still finds the days of the file versions gone since (the new table is built in full, the
+    marts replace only the days that changed). `none` before the first run. -#}
+{% macro stored_deduplicated() -%}
+    {%- set current = estore_ops.existing_intermediate('int_events__deduplicated') -%}
+    {{ return(current if current is not none else estore_ops.existing_intermediate('int_events_deduped')) }}
+{%- endmacro %}
+
 {#- SQL: the next batch number of the log, as a one-row subquery with column `batch`. -#}
 {% macro next_batch_row() -%}
     (select coalesce(max(batch), 0) + 1 as batch from {{ estore_ops.change_log() }})

@@ -21,7 +21,7 @@
 
 {% macro default__raw_changed_days() -%}
     {%- set seen = estore_ops.existing_intermediate('int_raw_file_versions') -%}
-    {%- set deduped = estore_ops.existing_intermediate('int_events__deduplicated') -%}
+    {%- set deduped = estore_ops.stored_deduplicated() -%}
     with raw_versions as (
 
         select _source_file, _loaded_at
@@ -92,6 +92,7 @@
     {%- endif -%}
     {%- set raw = source('raw', 'events') -%}
     {%- set deduped_schema = estore_ops.intermediate_schema() -%}
+    {%- set stored = estore_ops.stored_deduplicated() -%}
     with raw_partitions as (
 
         select partition_id, last_modified_time, total_rows
@@ -105,7 +106,7 @@
 
         select partition_id, last_modified_time, total_rows
         from `{{ target.database }}`.`{{ deduped_schema }}`.INFORMATION_SCHEMA.PARTITIONS
-        where table_name = 'int_events__deduplicated'
+        where table_name = '{{ stored.identifier if stored is not none else "int_events__deduplicated" }}'
           and regexp_contains(partition_id, r'^[0-9]{8}$')
 
     ),

@@ -284,7 +284,9 @@ class ModelsStep:
 
     @staticmethod
     def _retired(ctx: UpgradeContext, manifest: Manifest, plan: Plan) -> None:
-        """Drop the tables of retired models, found in the schema (dataset) of the model in their place."""
+        """Drop the tables of retired models, found in the schema (dataset) of the model in their place,
+        once that model is built: until then its first run reads the old table (dbt/macros/change_log.sql,
+        stored_deduplicated) to find what changed since the old table was last written."""
         from dataclasses import replace
 
         by_name = {n.name: n for n in manifest.nodes.values() if n.resource_type == "model"}
@@ -295,6 +297,12 @@ class ModelsStep:
                     continue
                 table = replace(node.table, name=old)
                 if editor.columns(table) is None:
+                    continue
+                if editor.columns(node.table) is None:
+                    plan.found.append(
+                        f"{table}: left by an earlier version ({why}); kept until the next `estore-ops transform` "
+                        f"has built {successor} from it, then `estore-ops upgrade` drops it"
+                    )
                     continue
                 plan.found.append(f"{table}: left by an earlier version ({why}); nothing reads it")
                 plan.actions.append(_closing(editor, Action(
