@@ -2,8 +2,8 @@
   The deduplicated events (int_events__deduplicated) without the products seen with more than one
   non-null brand (data errors, as in estore-analytics): the events every mart reads. The conflict
   set is the one int_events__deduplicated's post-hooks record (staging.int_brand_conflicts) in the
-  same run and transaction as the events, so it always matches the events stored there (see
-  macros/raw_changes.sql for why it is not a model of its own). A view.
+  same run and transaction as the events, so it always matches the events stored there (dbt/README.md
+  says why it is not a model of its own). A view.
 
   Where that table does not exist yet when this view compiles (the first run, whose hooks create it
   after dbt's relation cache was read, or `estore-ops upgrade` comparing columns on a warehouse of an
