@@ -12,19 +12,8 @@
 {{ config(materialized='view') }}
 {%- set recorded = estore_ops.existing_intermediate('int_brand_conflicts') if execute else none %}
 
-select
-    event_time,
-    event_type,
-    product_id,
-    category_id,
-    category_code,
-    brand,
-    price,
-    user_id,
-    user_session,
-    event_date,
-    _source_file,
-    _loaded_at
+-- Every column as int_events__deduplicated has it: this view only filters rows.
+select *
 from {{ ref('int_events__deduplicated') }}
 where product_id not in (
     {% if recorded is not none -%}
